@@ -1,0 +1,52 @@
+"""Shared fixtures: real tracking stores, isolated data dirs, the bundled study areas."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.mlflow_server import mlflow_server
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+TEST_DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="session")
+def tracking_server(tmp_path_factory):
+    """URL of a real `mlflow server` (SQLite backend, served artifacts) shared by the session."""
+    workdir = tmp_path_factory.mktemp("mlflow-server")
+    with mlflow_server(workdir) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def _sqlite_store(tmp_path_factory):
+    return tmp_path_factory.mktemp("tracking") / "mlflow.db"
+
+
+@pytest.fixture
+def tracking(monkeypatch, _sqlite_store, tmp_path):
+    """A real SQLite tracking store (shared by the session, so migrations run once), in a fresh cwd and data dir."""
+    import mlflow
+
+    uri = f"sqlite:///{_sqlite_store}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.setenv("URBANREPML_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.fixture
+def data_dir(monkeypatch, tmp_path):
+    """An empty data dir (cache) for the test."""
+    path = tmp_path / "data"
+    monkeypatch.setenv("URBANREPML_DATA_DIR", str(path))
+    return path

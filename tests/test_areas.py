@@ -1,0 +1,144 @@
+"""Study areas on H3: cell sets (against SRAI), hierarchy, graphs, cache, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import geopandas as gpd
+import h3
+import numpy as np
+import pytest
+from shapely.geometry import Polygon, box
+
+from urbanrepml.areas import build_area, parse_resolutions
+from urbanrepml.areas import h3ops
+from urbanrepml.errors import UrbanReprError
+
+from tests.conftest import REPO
+
+
+def write_toml(path, boundary, extra=""):
+    b = json.dumps(boundary) if isinstance(boundary, list) else f'"{boundary}"'
+    path.write_text(f'name = "custom"\nboundary = {b}\n{extra}')
+    return path
+
+
+def test_finest_cells_match_srai(data_dir):
+    from srai.regionalizers import H3Regionalizer
+
+    area = build_area("porto_alegre", [9])
+    srai_cells = H3Regionalizer(9).transform(gpd.GeoDataFrame(geometry=[area.boundary], crs=4326))
+    assert set(srai_cells.index) == set(area.region_ids(9))
+    assert len(area.cells(9)) == 2093
+
+
+def test_hierarchy_is_closed_and_parents_are_right(data_dir):
+    area = build_area("porto_alegre", "7,8,9")
+    for child, parent in [(9, 8), (8, 7), (9, 7)]:
+        idx = area.parent_index(child, parent)
+        expected = [h3.cell_to_parent(c, parent) for c in area.region_ids(child)[:200]]
+        assert list(area.region_ids(parent)[idx[:200]]) == expected
+        assert idx.min() >= 0
+    # coarser sets hold the parents of the finer set (closure), so a few extra cells at most
+    assert len(area.cells(9)) >= 2093
+
+
+def test_edges_are_symmetric_one_ring(data_dir):
+    area = build_area("amsterdam", [9])
+    ei = area.edge_index(9)
+    ids = area.region_ids(9)
+    pairs = set(zip(ei[0].tolist(), ei[1].tolist()))
+    assert all((b, a) in pairs for a, b in pairs)
+    for a, b in list(pairs)[:50]:
+        assert h3.grid_distance(ids[a], ids[b]) == 1
+    # every 1-ring neighbour inside the set is an edge
+    pos = {c: i for i, c in enumerate(ids)}
+    expected = {(pos[c], pos[n]) for c in ids for n in h3.grid_ring(c, 1) if n in pos}
+    assert pairs == expected
+
+
+def test_regions_gdf_like_srai(data_dir):
+    gdf = build_area("amsterdam", [9]).regions_gdf(9)
+    assert gdf.index.name == "region_id" and gdf.crs.to_epsg() == 4326 and len(gdf) == 16
+    assert gdf.geometry.iloc[0].geom_type == "Polygon"
+
+
+def test_cache_reused_and_rebuilt_on_change(data_dir, tmp_path):
+    toml = write_toml(tmp_path / "a.toml", [4.89, 52.36, 4.90, 52.37])
+    first = build_area(toml, [9])
+    second = build_area(toml, [9])
+    assert first.cache_path == second.cache_path and first.cache_path.is_dir()
+    write_toml(toml, [4.89, 52.36, 4.91, 52.37])
+    third = build_area(toml, [9])
+    assert third.cache_path != first.cache_path
+    assert len(third.cells(9)) > len(first.cells(9))
+
+
+def test_boundary_file_in_projected_crs_is_reprojected(data_dir, tmp_path):
+    poly = box(4.89, 52.36, 4.90, 52.37)
+    gpd.GeoDataFrame(geometry=[poly], crs=4326).to_crs(28992).to_file(tmp_path / "b.gpkg")
+    area = build_area(write_toml(tmp_path / "a.toml", "b.gpkg"), [9])
+    ref = build_area(write_toml(tmp_path / "r.toml", [4.89, 52.36, 4.90, 52.37]), [9])
+    # reprojection bends the edges a little: nearly the same set
+    a, r = set(area.region_ids(9)), set(ref.region_ids(9))
+    assert len(a ^ r) <= 0.1 * len(r)
+
+
+@pytest.mark.parametrize("resolutions", ["16", "-1", "7,x", ""])
+def test_bad_resolutions(resolutions):
+    with pytest.raises(UrbanReprError, match="resolution"):
+        parse_resolutions(resolutions)
+
+
+def test_cell_limit_refuses_with_estimate(data_dir):
+    with pytest.raises(UrbanReprError, match=r"about [\d,]+ cells, over the limit of 1,000"):
+        build_area("porto_alegre", [9], max_cells=1000)
+    assert not (data_dir / "cache").exists()
+
+
+def test_bad_boundaries(data_dir, tmp_path):
+    with pytest.raises(UrbanReprError, match="does not exist"):
+        build_area(write_toml(tmp_path / "a.toml", "missing.geojson"), [9])
+    (tmp_path / "junk.geojson").write_text("not geometry at all")
+    with pytest.raises(UrbanReprError, match="not a readable vector file"):
+        build_area(write_toml(tmp_path / "a.toml", "junk.geojson"), [9])
+    bowtie = Polygon([(4.89, 52.36), (4.90, 52.37), (4.90, 52.36), (4.89, 52.37)])
+    gpd.GeoDataFrame(geometry=[bowtie], crs=4326).to_file(tmp_path / "bowtie.geojson")
+    with pytest.raises(UrbanReprError, match="not a valid polygon"):
+        build_area(write_toml(tmp_path / "a.toml", "bowtie.geojson"), [9])
+    gpd.GeoDataFrame(geometry=[Polygon()], crs=4326).to_file(tmp_path / "empty.geojson")
+    with pytest.raises(UrbanReprError, match="empty|no geometry"):
+        build_area(write_toml(tmp_path / "a.toml", "empty.geojson"), [9])
+    with pytest.raises(UrbanReprError, match="lon/lat box"):
+        build_area(write_toml(tmp_path / "a.toml", [5, 52, 4, 53]), [9])
+    assert not (data_dir / "cache").exists()
+
+
+def test_toml_errors(tmp_path):
+    (tmp_path / "a.toml").write_text('boundary = [4.89, 52.36, 4.90, 52.37]\n')
+    with pytest.raises(UrbanReprError, match="missing key 'name'"):
+        build_area(tmp_path / "a.toml", [9])
+    write_toml(tmp_path / "b.toml", [4.89, 52.36, 4.90, 52.37], '[sources]\nosm = "nope.pbf"\n')
+    with pytest.raises(UrbanReprError, match="sources.osm.*does not exist"):
+        build_area(tmp_path / "b.toml", [9])
+    with pytest.raises(UrbanReprError, match="unknown study area"):
+        build_area("atlantis", [9])
+
+
+def test_parse_cells_rejects_bad_ids():
+    with pytest.raises(UrbanReprError, match="invalid H3"):
+        h3ops.parse_cells(["89a90e1a6cfffff", "not-a-cell"])
+    cells = h3ops.parse_cells(["89a90e1a6cfffff"])
+    assert h3ops.cells_to_str(cells)[0] == "89a90e1a6cfffff"
+    assert h3ops.cells_to_str(h3ops.parent_cells(cells, 7))[0] == h3.cell_to_parent("89a90e1a6cfffff", 7)
+
+
+def test_cli_bad_input_is_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "entrypoints" / "area.py"), "--study_area", str(tmp_path / "nope.toml")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: study area file {tmp_path / 'nope.toml'} does not exist"]

@@ -1,0 +1,24 @@
+"""Study areas on H3: boundary -> cells per resolution, parent maps, neighbour graphs (cached).
+
+Knows nothing of torch or MLflow.
+"""
+
+from urbanrepml.areas.area import (
+    DEFAULT_RESOLUTIONS,
+    REGION_ID,
+    Area,
+    build_area,
+    estimate_cells,
+    parse_resolutions,
+)
+from urbanrepml.areas.boundary import read_boundary
+
+__all__ = [
+    "DEFAULT_RESOLUTIONS",
+    "REGION_ID",
+    "Area",
+    "build_area",
+    "estimate_cells",
+    "parse_resolutions",
+    "read_boundary",
+]

@@ -1,0 +1,129 @@
+"""Vectorised H3 operations on ``uint64`` cell arrays (numpy + h3ronpy, no per-cell Python loops).
+
+Cells are handled as sorted ``np.uint64`` arrays internally and as lowercase hex
+strings (``region_id``) at the edges of the system.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import h3ronpy
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from urbanrepml.errors import UrbanReprError
+
+_RES_SHIFT = np.uint64(52)
+_RES_MASK = np.uint64(0xF) << _RES_SHIFT
+
+
+def _to_numpy_u64(arr) -> np.ndarray:
+    return np.asarray(pa.array(arr).to_numpy(zero_copy_only=False), dtype=np.uint64)
+
+
+def cells_to_str(cells: np.ndarray) -> np.ndarray:
+    """uint64 cells -> object array of H3 strings."""
+    if len(cells) == 0:
+        return np.array([], dtype=object)
+    return np.asarray(pa.array(h3ronpy.cells_to_string(pa.array(cells, pa.uint64()))).to_numpy(zero_copy_only=False), dtype=object)
+
+
+def parse_cells(ids: Iterable[str] | pd.Index | np.ndarray, *, what: str = "region_id") -> np.ndarray:
+    """H3 strings -> uint64 cells; any invalid id raises :class:`UrbanReprError` naming examples."""
+    values = pd.Index(ids)
+    if len(values) == 0:
+        return np.array([], dtype=np.uint64)
+    if values.dtype.kind in "ui":
+        cells = values.to_numpy(dtype=np.uint64)
+        valid = pa.array(h3ronpy.cells_valid(pa.array(cells, pa.uint64()), booleanarray=True)).to_numpy(zero_copy_only=False)
+    else:
+        strings = pa.array(values.astype(str).to_numpy(), pa.string())
+        parsed = pa.array(h3ronpy.cells_parse(strings, set_failing_to_invalid=True))
+        valid = ~np.asarray(parsed.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        cells = np.asarray(parsed.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.uint64)
+        if valid.all():
+            # h3ronpy accepts some malformed strings; a round trip catches them.
+            valid = cells_to_str(cells) == np.char.lower(values.astype(str).to_numpy().astype(str)).astype(object)
+    if not valid.all():
+        bad = list(values[~valid][:3])
+        raise UrbanReprError(f"{(~valid).sum()} invalid H3 cell id(s) in {what}, e.g. {bad}")
+    return cells
+
+
+def cell_resolution(cells: np.ndarray) -> np.ndarray:
+    """Resolution of each cell (int8)."""
+    return ((np.asarray(cells, dtype=np.uint64) & _RES_MASK) >> _RES_SHIFT).astype(np.int8)
+
+
+def parent_cells(cells: np.ndarray, parent_res: int) -> np.ndarray:
+    """Parent of each cell at ``parent_res`` (pure bit arithmetic on the H3 index)."""
+    cells = np.asarray(cells, dtype=np.uint64)
+    if len(cells) and cell_resolution(cells).min() < parent_res:
+        raise ValueError(f"parent resolution {parent_res} is finer than some cells")
+    digits_below = np.uint64((1 << (3 * (15 - parent_res))) - 1)
+    return (cells & ~_RES_MASK) | (np.uint64(parent_res) << _RES_SHIFT) | digits_below
+
+
+def positions(sorted_cells: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Index of each ``query`` cell in ``sorted_cells``, -1 where absent."""
+    pos = np.searchsorted(sorted_cells, query)
+    pos = np.minimum(pos, max(len(sorted_cells) - 1, 0))
+    found = len(sorted_cells) > 0
+    hit = found & (sorted_cells[pos] == query) if found else np.zeros(len(query), dtype=bool)
+    return np.where(hit, pos, -1).astype(np.int64)
+
+
+def neighbour_edges(sorted_cells: np.ndarray, k: int = 1) -> np.ndarray:
+    """Directed edges (2, E) between cells of ``sorted_cells`` within grid distance ``k`` (no self loops).
+
+    Both directions are present, as PyTorch Geometric expects for an undirected graph.
+    """
+    if len(sorted_cells) == 0:
+        return np.zeros((2, 0), dtype=np.int64)
+    disks = pa.array(h3ronpy.grid_disk(pa.array(sorted_cells, pa.uint64()), k))
+    offsets = np.asarray(disks.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+    flat = np.asarray(disks.flatten().to_numpy(zero_copy_only=False), dtype=np.uint64)
+    src = np.repeat(np.arange(len(sorted_cells), dtype=np.int64), np.diff(offsets))
+    dst = positions(sorted_cells, flat)
+    keep = (dst >= 0) & (dst != src)
+    return np.stack([src[keep], dst[keep]])
+
+
+def cell_centroids(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lat, lon) in degrees of each cell centre."""
+    from h3ronpy.vector import cells_to_coordinates
+
+    batch = cells_to_coordinates(pa.array(cells, pa.uint64()))
+    table = pa.table(batch)
+    return table.column("lat").to_numpy(), table.column("lng").to_numpy()
+
+
+def latlon_to_cells(lat: np.ndarray, lon: np.ndarray, resolution: int) -> np.ndarray:
+    """Cell containing each (lat, lon) point at ``resolution``."""
+    from h3ronpy.vector import coordinates_to_cells
+
+    res = np.full(len(lat), resolution, dtype=np.uint8)
+    return _to_numpy_u64(coordinates_to_cells(np.asarray(lat, float), np.asarray(lon, float), res))
+
+
+def cells_to_polygons_wkb(cells: np.ndarray) -> np.ndarray:
+    """WKB polygon of each cell."""
+    from h3ronpy.vector import cells_to_wkb_polygons
+
+    return np.asarray(pa.array(cells_to_wkb_polygons(pa.array(cells, pa.uint64()))).to_numpy(zero_copy_only=False), dtype=object)
+
+
+def polyfill(geometry_wkb: list[bytes], resolution: int) -> np.ndarray:
+    """Sorted unique cells that intersect the geometry (SRAI ``H3Regionalizer(buffer=True)``'s set)."""
+    from h3ronpy import ContainmentMode
+    from h3ronpy.vector import wkb_to_cells
+
+    cells = wkb_to_cells(
+        pa.array(geometry_wkb, pa.binary()),
+        resolution=resolution,
+        containment_mode=ContainmentMode.Covers,
+        flatten=True,
+    )
+    return np.unique(_to_numpy_u64(cells))

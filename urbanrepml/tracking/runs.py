@@ -1,0 +1,127 @@
+"""Tracking URI resolution and the run context every stage uses.
+
+Tracking URI: ``$MLFLOW_TRACKING_URI`` if set, else an embedded SQLite store
+``mlflow.db`` in the working directory (the same default as MLflow 3 itself, so
+``mlflow ui`` in that folder shows the runs).
+
+Runs are tagged ``urbanrepml.stage``, ``urbanrepml.study_area`` and whatever the
+stage adds (``urbanrepml.modality``, ``urbanrepml.model``, ``urbanrepml.resolution``).
+Under ``mlflow run`` the CLI has already created the run (``MLFLOW_RUN_ID``), and
+:func:`stage_run` attaches to it; run directly, the run goes to the experiment
+``urbanrepml-<study_area>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator, Mapping
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import mlflow  # noqa: E402
+
+from urbanrepml.errors import UrbanReprError  # noqa: E402
+
+TAG_PREFIX = "urbanrepml."
+
+
+def tag(name: str) -> str:
+    """Full tag key, e.g. ``tag('stage') == 'urbanrepml.stage'``."""
+    return TAG_PREFIX + name
+
+
+def resolve_tracking_uri() -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def _redact(uri: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return uri
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """For http(s) tracking URIs, fail clearly when the server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout)  # noqa: S310 - user-given URI
+    except urllib.error.HTTPError:
+        return  # it answered (e.g. 401 behind auth): reachable
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UrbanReprError(
+            f"tracking server {_redact(uri)} is not reachable ({reason}); start it (mlflow server ...) "
+            "or unset MLFLOW_TRACKING_URI to use the local SQLite store"
+        ) from None
+
+
+def configure_tracking() -> str:
+    """Point MLflow at the resolved tracking URI (checking a server answers) and return it."""
+    uri = resolve_tracking_uri()
+    check_server(uri)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def experiment_name(study_area: str) -> str:
+    return f"urbanrepml-{study_area}"
+
+
+@contextlib.contextmanager
+def stage_run(
+    stage: str,
+    study_area: str,
+    *,
+    params: Mapping[str, object] | None = None,
+    tags: Mapping[str, object] | None = None,
+    run_name: str | None = None,
+    nested: bool = False,
+) -> Iterator[mlflow.ActiveRun]:
+    """Start (or attach to) the run of one stage; mark it FAILED if the body raises.
+
+    ``tags`` keys are given without the ``urbanrepml.`` prefix.
+    """
+    configure_tracking()
+    attach = os.environ.get("MLFLOW_RUN_ID") and not nested and mlflow.active_run() is None
+    if not attach and not nested and mlflow.active_run() is None:
+        mlflow.set_experiment(experiment_name(study_area))
+    run = mlflow.start_run(run_name=None if attach else run_name, nested=nested)
+    try:
+        mlflow.set_tags({tag("stage"): stage, tag("study_area"): study_area, **{tag(k): str(v) for k, v in (tags or {}).items()}})
+        if params:
+            mlflow.log_params({k: v for k, v in params.items()})
+        yield run
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    else:
+        mlflow.end_run(status="FINISHED")
+
+
+def log_figure(fig, name: str, *, png: bool = False) -> None:
+    """Log a plotly figure as ``figures/<name>.html`` (and ``.png`` when ``png`` and kaleido can render offline)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        html = Path(tmp) / f"{name}.html"
+        fig.write_html(html, include_plotlyjs="cdn", full_html=True)
+        mlflow.log_artifact(str(html), artifact_path="figures")
+        if png:
+            try:
+                out = Path(tmp) / f"{name}.png"
+                fig.write_image(out)
+                mlflow.log_artifact(str(out), artifact_path="figures")
+            except Exception:  # kaleido missing or unable to render offline: HTML is the record
+                pass

@@ -1,0 +1,54 @@
+"""Embedding tables as run artifacts, and finding the latest one per (area, modality, resolution)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from urbanrepml.tables import EmbeddingTable
+from urbanrepml.tracking.runs import tag
+
+TABLES_DIR = "tables"
+
+
+def table_artifact_path(modality: str, resolution: int) -> str:
+    return f"{TABLES_DIR}/{modality}_res{resolution}.parquet"
+
+
+def log_embedding_table(table: EmbeddingTable) -> str:
+    """Log a written table as an artifact of the active run and tag the run so later stages find it."""
+    assert table.path is not None, "write the table first"
+    meta = table.meta
+    artifact = table_artifact_path(meta.modality, meta.resolution)
+    if Path(table.path).name != Path(artifact).name:
+        raise ValueError(f"table file must be named {Path(artifact).name}, got {Path(table.path).name}")
+    mlflow.log_artifact(str(table.path), artifact_path=TABLES_DIR)
+    mlflow.set_tags({
+        tag("modality"): meta.modality,
+        tag("resolution"): str(meta.resolution),
+        tag("table"): artifact,
+    })
+    return artifact
+
+
+def find_latest_table(study_area: str, modality: str, resolution: int, dst_dir: str | Path | None = None) -> tuple[Path, str] | None:
+    """Download the newest finished table of (area, modality, resolution); return (local path, run id) or None."""
+    client = MlflowClient()
+    filter_string = (
+        f"tags.`{tag('study_area')}` = '{study_area}' and tags.`{tag('modality')}` = '{modality}' "
+        f"and tags.`{tag('resolution')}` = '{resolution}' and attributes.status = 'FINISHED'"
+    )
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return None
+    runs = client.search_runs(experiments, filter_string=filter_string, order_by=["attributes.end_time DESC"], max_results=1)
+    if not runs:
+        return None
+    run = runs[0]
+    artifact = run.data.tags.get(tag("table"))
+    if not artifact:
+        return None
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=artifact, dst_path=str(dst_dir) if dst_dir else None)
+    return Path(local), run.info.run_id
