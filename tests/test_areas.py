@@ -142,3 +142,23 @@ def test_cli_bad_input_is_one_line(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: study area file {tmp_path / 'nope.toml'} does not exist"]
+
+
+def test_local_ij_edges_equal_grid_disk_edges(data_dir):
+    area = build_area("porto_alegre", [10])
+    cells = area.cells(10)
+    fast = h3ops._edges_local_ij(cells)
+    assert fast is not None
+    slow = h3ops._edges_grid_disk(cells, 1)
+    key = lambda e: np.sort(e[0] * len(cells) + e[1])  # noqa: E731
+    assert np.array_equal(key(fast), key(slow))
+
+
+def test_pentagon_area_falls_back_to_grid_disk():
+    pentagon = h3.str_to_int(sorted(h3.get_pentagons(5))[0])
+    cells = np.array(sorted(h3.str_to_int(c) for c in h3.grid_disk(h3.int_to_str(pentagon), 2)), dtype=np.uint64)
+    assert h3ops._edges_local_ij(cells) is None
+    edges = h3ops.neighbour_edges(cells)
+    ids = h3ops.cells_to_str(cells)
+    assert all(h3.grid_distance(ids[a], ids[b]) == 1 for a, b in edges.T)
+    assert edges.shape[1] == sum(len([n for n in h3.grid_ring(c, 1) if h3.str_to_int(n) in set(cells.tolist())]) for c in ids)

@@ -153,7 +153,7 @@ def _compute(boundary: BaseGeometry, resolutions: tuple[int, ...]) -> tuple[dict
         own = h3ops.polyfill(wkb, res)
         finer = [r for r in resolutions if r > res]
         if finer:
-            own = np.union1d(own, h3ops.parent_cells(cells[finer[0]], res))
+            own = h3ops.sorted_unique(np.concatenate([own, h3ops.parent_cells(cells[finer[0]], res)]))
         cells[res] = own
     edges = {res: h3ops.neighbour_edges(cells[res]) for res in resolutions}
     parents: dict[int, np.ndarray] = {}

@@ -23,6 +23,17 @@ def _to_numpy_u64(arr) -> np.ndarray:
     return np.asarray(pa.array(arr).to_numpy(zero_copy_only=False), dtype=np.uint64)
 
 
+def sorted_unique(cells: np.ndarray) -> np.ndarray:
+    """Sorted unique uint64 cells (sort + neighbour compare; much faster than np.unique's hashing here)."""
+    arr = np.sort(np.asarray(cells, dtype=np.uint64), kind="stable")
+    if len(arr) < 2:
+        return arr
+    keep = np.empty(len(arr), dtype=bool)
+    keep[0] = True
+    np.not_equal(arr[1:], arr[:-1], out=keep[1:])
+    return arr[keep]
+
+
 def cells_to_str(cells: np.ndarray) -> np.ndarray:
     """uint64 cells -> object array of H3 strings."""
     if len(cells) == 0:
@@ -75,13 +86,44 @@ def positions(sorted_cells: np.ndarray, query: np.ndarray) -> np.ndarray:
     return np.where(hit, pos, -1).astype(np.int64)
 
 
-def neighbour_edges(sorted_cells: np.ndarray, k: int = 1) -> np.ndarray:
-    """Directed edges (2, E) between cells of ``sorted_cells`` within grid distance ``k`` (no self loops).
+# The six 1-ring neighbours in H3's local IJ coordinates.
+_IJ_NEIGHBOURS = ((1, 0), (1, 1), (0, 1), (-1, 0), (-1, -1), (0, -1))
+_MAX_GRID_PER_CELL = 8  # dense IJ lookup grid may be at most this many times the cell count
 
-    Both directions are present, as PyTorch Geometric expects for an undirected graph.
+
+def _edges_local_ij(sorted_cells: np.ndarray) -> np.ndarray | None:
+    """1-ring edges through local IJ coordinates and a dense lookup grid; None where that does not apply.
+
+    IJ coordinates are exact away from pentagons; areas with a pentagon, cells
+    that have no IJ coordinates from the anchor, or a too sparse grid fall back.
     """
-    if len(sorted_cells) == 0:
-        return np.zeros((2, 0), dtype=np.int64)
+    res = int(cell_resolution(sorted_cells[:1])[0])
+    import h3
+
+    pentagons = np.array([h3.str_to_int(p) for p in h3.get_pentagons(res)], dtype=np.uint64)
+    if np.isin(pentagons, sorted_cells).any():
+        return None
+    anchor = int(sorted_cells[len(sorted_cells) // 2])
+    table = pa.table(h3ronpy.cells_to_localij(pa.array(sorted_cells, pa.uint64()), anchor, set_failing_to_invalid=True))
+    i_col, j_col = table.column("i"), table.column("j")
+    if i_col.null_count or j_col.null_count:
+        return None
+    i = i_col.to_numpy().astype(np.int64)
+    j = j_col.to_numpy().astype(np.int64)
+    i -= i.min() - 1  # one cell of margin, so neighbour lookups never index out of range
+    j -= j.min() - 1
+    shape = (int(i.max()) + 2, int(j.max()) + 2)
+    if shape[0] * shape[1] > _MAX_GRID_PER_CELL * len(sorted_cells) + 1024:
+        return None
+    grid = np.full(shape, -1, dtype=np.int64)
+    grid[i, j] = np.arange(len(sorted_cells), dtype=np.int64)
+    dst = np.stack([grid[i + di, j + dj] for di, dj in _IJ_NEIGHBOURS], axis=1)  # (n, 6), src-major
+    src = np.broadcast_to(np.arange(len(sorted_cells), dtype=np.int64)[:, None], dst.shape)
+    keep = dst >= 0
+    return np.stack([src[keep], dst[keep]])
+
+
+def _edges_grid_disk(sorted_cells: np.ndarray, k: int) -> np.ndarray:
     disks = pa.array(h3ronpy.grid_disk(pa.array(sorted_cells, pa.uint64()), k))
     offsets = np.asarray(disks.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
     flat = np.asarray(disks.flatten().to_numpy(zero_copy_only=False), dtype=np.uint64)
@@ -89,6 +131,22 @@ def neighbour_edges(sorted_cells: np.ndarray, k: int = 1) -> np.ndarray:
     dst = positions(sorted_cells, flat)
     keep = (dst >= 0) & (dst != src)
     return np.stack([src[keep], dst[keep]])
+
+
+def neighbour_edges(sorted_cells: np.ndarray, k: int = 1) -> np.ndarray:
+    """Directed edges (2, E) between cells of ``sorted_cells`` within grid distance ``k`` (no self loops).
+
+    Both directions are present, as PyTorch Geometric expects for an undirected
+    graph; edges are grouped by source cell. For ``k == 1`` a dense local-IJ
+    lookup is used where it is exact (no pentagon in the set), else H3's grid disk.
+    """
+    if len(sorted_cells) == 0:
+        return np.zeros((2, 0), dtype=np.int64)
+    if k == 1:
+        edges = _edges_local_ij(sorted_cells)
+        if edges is not None:
+            return edges
+    return _edges_grid_disk(sorted_cells, k)
 
 
 def cell_centroids(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,4 +184,4 @@ def polyfill(geometry_wkb: list[bytes], resolution: int) -> np.ndarray:
         containment_mode=ContainmentMode.Covers,
         flatten=True,
     )
-    return np.unique(_to_numpy_u64(cells))
+    return sorted_unique(_to_numpy_u64(cells))
