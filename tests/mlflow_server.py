@@ -60,7 +60,7 @@ def mlflow_server(workdir: Path, backend_uri: str | None = None, extra_args: lis
     log = open(workdir / f"server-{port}.log", "w")
     proc = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})},
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
     try:
