@@ -52,3 +52,30 @@ def find_latest_table(study_area: str, modality: str, resolution: int, dst_dir: 
         return None
     local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=artifact, dst_path=str(dst_dir) if dst_dir else None)
     return Path(local), run.info.run_id
+
+
+def list_table_modalities(study_area: str, resolution: int) -> list[str]:
+    """Modalities with at least one finished stage-1 table of (area, resolution) in the tracking store, sorted.
+
+    Only runs tagged ``urbanrepml.stage = modality`` count, so fused or baseline tables are never
+    mistaken for fusion inputs.
+    """
+    client = MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    filter_string = (
+        f"tags.`{tag('study_area')}` = '{study_area}' and tags.`{tag('resolution')}` = '{resolution}' "
+        f"and tags.`{tag('stage')}` = 'modality' and attributes.status = 'FINISHED'"
+    )
+    modalities: set[str] = set()
+    page_token = None
+    while True:
+        page = client.search_runs(experiments, filter_string=filter_string, max_results=1000, page_token=page_token)
+        for run in page:
+            if run.data.tags.get(tag("table")) and run.data.tags.get(tag("modality")):
+                modalities.add(run.data.tags[tag("modality")])
+        page_token = page.token
+        if not page_token:
+            break
+    return sorted(modalities)

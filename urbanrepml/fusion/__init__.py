@@ -1,0 +1,1 @@
+"""Stage 2: fusion of modality embeddings (inputs alignment, baselines, U-Nets, training loop)."""

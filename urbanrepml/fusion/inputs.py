@@ -1,0 +1,335 @@
+"""Fusion inputs: the modality tables of one study area and resolution, aligned on one cell set.
+
+API
+---
+- ``ZERO_FILL``: modalities whose missing cell means "zero" (count-like): ``poi``, ``roads``, ``gtfs``.
+- ``FusionInputs``: dataclass with ``study_area``, ``resolution``, ``region_ids`` (pd.Index named
+  ``region_id``, in ``Area.region_ids(resolution)`` order), ``cells`` (the same as sorted uint64),
+  ``area_positions`` (position of each cell in ``Area.cells(resolution)``), ``blocks``
+  (modality -> float32 (N, d_m), z-scored per column), ``x`` (float32 (N, D): blocks
+  concatenated + ``has_<modality>`` indicator columns), ``feature_names`` (D names), ``sources``
+  (modality -> {path, run_id, sha256, source_uri, n_cells}), ``coverage`` (modality -> share of
+  the N cells the table covers). Method ``edge_index(area)`` gives the 1-ring graph among the
+  N cells (int64 (2, E), positions into ``x``).
+- ``find_modality_tables(study_area, resolution, modalities=None) -> {modality: (path, run_id)}``:
+  the newest finished table per modality from the tracking store (downloads it).
+- ``load_fusion_inputs(study_area, resolution, tables=None, area=None) -> FusionInputs``:
+  ``tables`` maps modality -> path (or is a list of paths; the modality comes from the table
+  metadata) and overrides discovery.
+- ``parse_tables_param(value) -> dict | list | None``: the ``fuse -P tables=...`` string
+  (``""``, ``"poi=a.parquet,roads=b.parquet"`` or ``"a.parquet,b.parquet"``).
+- ``log_fusion_inputs(inputs)``: every table as an MLflow input dataset of the active run, plus
+  params ``inputs.*`` and metrics ``inputs.coverage_<modality>``.
+
+Alignment rules
+---------------
+The cell set is the intersection of the cells of every table whose modality is not in
+``ZERO_FILL`` (raster, alphaearth, aerial, ... are inner-joined), or every cell of the area at
+that resolution when all tables are zero-fill. Zero-fill tables contribute zeros where they
+have no row; each such modality that misses at least one of the cells adds one indicator column
+``has_<modality>`` (1.0 where the table has the cell, else 0.0; not z-scored). Every block is
+z-scored per column over the final cell set (after zero filling); a column with zero variance
+becomes 0. Indicator columns come after all blocks, in modality order. Modalities are ordered
+by name, so ``x`` is deterministic.
+
+Errors (``UrbanReprError``, one line): no tables at all (names the entry points to run), tables
+at different resolutions or not at the requested one, from another study area, with cells
+outside the area, NaN/inf (checked by ``read_table``), two tables of one modality, and no cell
+shared by the inner-joined modalities.
+
+No MLflow import at module level (only ``urbanrepml.tracking`` does that).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from urbanrepml.areas import Area, build_area
+from urbanrepml.areas import h3ops
+from urbanrepml.areas.area import REGION_ID
+from urbanrepml.config import load_study_area
+from urbanrepml.errors import UrbanReprError
+from urbanrepml.tables import EmbeddingTable, file_digest, read_table
+
+ZERO_FILL = frozenset({"poi", "roads", "gtfs"})
+#: Stage-1 modalities fusion looks for by default, in the order the user would build them.
+MODALITIES = ("poi", "roads", "gtfs", "raster", "alphaearth", "aerial")
+INDICATOR_PREFIX = "has_"
+
+
+@dataclass
+class FusionInputs:
+    """Modality tables aligned on one cell set, z-scored, concatenated. See the module docstring."""
+
+    study_area: str
+    resolution: int
+    region_ids: pd.Index
+    blocks: dict[str, np.ndarray]
+    x: np.ndarray
+    feature_names: list[str]
+    sources: dict[str, dict]
+    cells: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.uint64))
+    area_positions: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    coverage: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.blocks)
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def digests(self) -> dict[str, str]:
+        """modality -> SHA-256 of its table file (for ``TableMeta.input_digests``)."""
+        return {m: s["sha256"] for m, s in self.sources.items()}
+
+    def edge_index(self, area: Area) -> np.ndarray:
+        """1-ring neighbour edges among these cells: int64 (2, E), positions into ``x``, both directions."""
+        return subgraph_edges(area.edge_index(self.resolution), self.area_positions, len(area.cells(self.resolution)))
+
+    def frame(self) -> pd.DataFrame:
+        """``x`` as a DataFrame indexed by ``region_id`` with ``feature_names`` as columns."""
+        return pd.DataFrame(self.x, index=self.region_ids, columns=self.feature_names)
+
+
+def subgraph_edges(edge_index: np.ndarray, keep: np.ndarray, n: int) -> np.ndarray:
+    """Restrict an edge list over ``n`` nodes to the nodes ``keep`` and renumber them 0..len(keep)-1."""
+    new = np.full(n, -1, dtype=np.int64)
+    new[np.asarray(keep, dtype=np.int64)] = np.arange(len(keep), dtype=np.int64)
+    src, dst = new[edge_index[0]], new[edge_index[1]]
+    ok = (src >= 0) & (dst >= 0)
+    return np.stack([src[ok], dst[ok]]).astype(np.int64)
+
+
+def _entry_points_hint(resolution: int) -> str:
+    return (f"run a modality entry point first, e.g. `mlflow run . -e poi -P resolution={resolution}` "
+            f"(also roads, gtfs, raster, alphaearth, aerial), or pass table paths with -P tables=...")
+
+
+def find_modality_tables(
+    study_area: str, resolution: int, modalities: Sequence[str] | None = None, dst_dir: str | Path | None = None
+) -> dict[str, tuple[Path, str]]:
+    """Newest finished table per modality of (``study_area``, ``resolution``) in the tracking store.
+
+    ``modalities=None`` means every modality that has a table there. Returns
+    ``{modality: (local path, producer run id)}`` (downloaded under ``dst_dir`` or a temporary
+    folder); modalities without a table are left out.
+    """
+    from urbanrepml.tracking.tables import find_latest_table, list_table_modalities
+
+    names = list(modalities) if modalities is not None else list_table_modalities(study_area, resolution)
+    found: dict[str, tuple[Path, str]] = {}
+    for modality in sorted(set(names)):
+        hit = find_latest_table(study_area, modality, resolution, dst_dir=dst_dir)
+        if hit is not None:
+            found[modality] = hit
+    return found
+
+
+def parse_tables_param(value: str | None) -> dict[str, Path] | list[Path] | None:
+    """``""`` -> None; ``"poi=a.parquet,roads=b.parquet"`` -> dict; ``"a.parquet,b.parquet"`` -> list."""
+    if value is None or not str(value).strip():
+        return None
+    items = [v.strip() for v in str(value).split(",") if v.strip()]
+    named = ["=" in v for v in items]
+    if any(named) and not all(named):
+        raise UrbanReprError(f"tables must be all 'modality=path' or all paths, separated by commas; got {value!r}")
+    if all(named):
+        out: dict[str, Path] = {}
+        for item in items:
+            name, path = (s.strip() for s in item.split("=", 1))
+            if not name or name in out:
+                raise UrbanReprError(f"tables: empty or repeated modality name in {value!r}")
+            out[name] = Path(path)
+        return out
+    return [Path(v) for v in items]
+
+
+def _read_all(
+    tables: Mapping[str, str | Path] | Sequence[str | Path],
+    run_ids: Mapping[str, str],
+) -> dict[str, EmbeddingTable]:
+    """Read (contract-validate) every table; key by modality (given name, else metadata)."""
+    items = list(tables.items()) if isinstance(tables, Mapping) else [(None, p) for p in tables]
+    out: dict[str, EmbeddingTable] = {}
+    for name, path in items:
+        table = read_table(path)
+        modality = name or table.meta.modality
+        if modality in out:
+            raise UrbanReprError(
+                f"two tables for modality {modality!r}: {out[modality].path} and {path}; pass one per modality"
+            )
+        out[modality] = table
+    return out
+
+
+def _check_consistent(tables: dict[str, EmbeddingTable], study_area: str, resolution: int) -> None:
+    resolutions = {m: t.meta.resolution for m, t in tables.items()}
+    if len(set(resolutions.values())) > 1:
+        listing = ", ".join(f"{m} res {r}" for m, r in sorted(resolutions.items()))
+        raise UrbanReprError(
+            f"modality tables are at different resolutions ({listing}); rebuild them at resolution {resolution}"
+        )
+    for m, t in sorted(tables.items()):
+        if t.meta.resolution != resolution:
+            raise UrbanReprError(
+                f"{t.path}: {m} table is at resolution {t.meta.resolution}, fusion asked for {resolution}; "
+                f"rebuild it with -P resolution={resolution} or fuse at resolution {t.meta.resolution}"
+            )
+        if t.meta.study_area != study_area:
+            raise UrbanReprError(
+                f"{t.path}: {m} table belongs to study area {t.meta.study_area!r}, not {study_area!r}; "
+                f"use the tables of {study_area!r}"
+            )
+
+
+def _zscore(block: np.ndarray) -> np.ndarray:
+    values = block.astype(np.float64)
+    mean = values.mean(axis=0)
+    std = values.std(axis=0)
+    safe = np.where(std > 0, std, 1.0)
+    out = (values - mean) / safe
+    out[:, std <= 0] = 0.0
+    return out.astype(np.float32)
+
+
+def load_fusion_inputs(
+    study_area: str | Path,
+    resolution: int,
+    tables: Mapping[str, str | Path] | Sequence[str | Path] | None = None,
+    area: Area | None = None,
+) -> FusionInputs:
+    """Read, validate and align the modality tables of a study area at ``resolution``.
+
+    Args:
+        study_area: bundled name or study-area TOML path.
+        resolution: H3 resolution of the tables (the finest fusion resolution).
+        tables: explicit ``{modality: path}`` (or a list of paths, modality from metadata);
+            ``None`` finds the newest table of each modality in the tracking store.
+        area: the built :class:`Area` (must contain ``resolution``); built when omitted.
+    """
+    spec = load_study_area(study_area)
+    resolution = int(resolution)
+    if area is None or resolution not in area.resolutions:
+        area = build_area(spec, [resolution])
+    if area.name != spec.name:
+        raise UrbanReprError(f"area {area.name!r} given for study area {spec.name!r}")
+    run_ids: dict[str, str] = {}
+    source_uris: dict[str, str] = {}
+    if tables is None:
+        from urbanrepml.tracking.tables import table_artifact_path
+
+        found = find_modality_tables(spec.name, resolution)
+        if not found:
+            raise UrbanReprError(
+                f"no modality tables for study area {spec.name!r} at resolution {resolution} in the tracking store; "
+                + _entry_points_hint(resolution)
+            )
+        tables = {m: p for m, (p, _) in found.items()}
+        run_ids = {m: r for m, (_, r) in found.items()}
+        source_uris = {m: f"runs:/{r}/{table_artifact_path(m, resolution)}" for m, (_, r) in found.items()}
+    elif len(tables) == 0:
+        raise UrbanReprError(f"no modality tables given for study area {spec.name!r}; " + _entry_points_hint(resolution))
+
+    read = _read_all(tables, run_ids)
+    _check_consistent(read, spec.name, resolution)
+
+    area_cells = area.cells(resolution)
+    table_cells: dict[str, np.ndarray] = {}
+    for m, t in read.items():
+        cells = h3ops.parse_cells(t.frame.index, what=f"{t.path} '{REGION_ID}'")
+        outside = h3ops.positions(area_cells, cells) < 0
+        if outside.any():
+            raise UrbanReprError(
+                f"{t.path}: {int(outside.sum())} cell(s) of the {m} table lie outside study area {spec.name!r} "
+                f"at resolution {resolution}, e.g. {list(t.frame.index[outside][:3])}"
+            )
+        table_cells[m] = cells
+
+    modalities = sorted(read)
+    inner = [m for m in modalities if m not in ZERO_FILL]
+    keep = np.ones(len(area_cells), dtype=bool)
+    for m in inner:
+        keep &= np.isin(area_cells, table_cells[m])
+    if not keep.any():
+        sizes = ", ".join(f"{m} ({len(table_cells[m])} cells)" for m in inner)
+        raise UrbanReprError(
+            f"no cell of study area {spec.name!r} at resolution {resolution} is shared by the modalities {sizes}; "
+            "check that the tables cover the same place, or fuse fewer modalities"
+        )
+    positions = np.flatnonzero(keep).astype(np.int64)
+    cells = area_cells[positions]
+    region_ids = pd.Index(h3ops.cells_to_str(cells), name=REGION_ID)
+
+    blocks: dict[str, np.ndarray] = {}
+    names: list[str] = []
+    indicators: list[tuple[str, np.ndarray]] = []
+    coverage: dict[str, float] = {}
+    for m in modalities:
+        t = read[m]
+        rows = h3ops.positions(np.sort(table_cells[m]), cells)
+        order = np.argsort(table_cells[m], kind="stable")
+        values = t.frame.to_numpy(dtype=np.float32)[order]
+        present = rows >= 0
+        block = np.zeros((len(cells), values.shape[1]), dtype=np.float32)
+        block[present] = values[rows[present]]
+        blocks[m] = _zscore(block)
+        coverage[m] = float(present.mean())
+        feat = t.meta.feature_names if len(t.meta.feature_names) == values.shape[1] else list(t.frame.columns)
+        names += [f"{m}.{f}" for f in feat]
+        if m in ZERO_FILL and not present.all():
+            indicators.append((f"{INDICATOR_PREFIX}{m}", present.astype(np.float32)))
+
+    parts = [blocks[m] for m in modalities] + [col[:, None] for _, col in indicators]
+    x = np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
+    names += [n for n, _ in indicators]
+
+    sources: dict[str, dict] = {}
+    for m in modalities:
+        t = read[m]
+        run_id = run_ids.get(m) or t.meta.producer_run_id
+        sources[m] = {
+            "path": str(Path(t.path).resolve()),
+            "run_id": run_id,
+            "sha256": file_digest(t.path),
+            "source_uri": source_uris.get(m),
+            "n_cells": int(len(t.frame)),
+            "modality": t.meta.modality,
+        }
+    return FusionInputs(
+        study_area=spec.name, resolution=resolution, region_ids=region_ids, blocks=blocks, x=x,
+        feature_names=names, sources=sources, cells=cells, area_positions=positions, coverage=coverage,
+    )
+
+
+def log_fusion_inputs(inputs: FusionInputs, context: str = "fusion_input") -> None:
+    """Log every table as an input dataset of the active run, plus ``inputs.*`` params and coverage metrics.
+
+    Source of each dataset: ``runs:/<producer run>/tables/<modality>_res<r>.parquet`` when the table
+    was found in the tracking store, else the local file. Params are prefixed ``inputs.`` so they
+    do not collide with the trainer's own.
+    """
+    import mlflow
+
+    from urbanrepml.tracking import log_table_input
+
+    for m, src in inputs.sources.items():
+        log_table_input(f"{m}_res{inputs.resolution}", src["path"], source_uri=src.get("source_uri"), context=context)
+    params = {
+        "inputs.modalities": ",".join(inputs.modalities),
+        "inputs.zero_filled": ",".join(m for m in inputs.modalities if m in ZERO_FILL),
+        "inputs.n_cells": inputs.n_cells,
+        "inputs.n_features": int(inputs.x.shape[1]),
+    }
+    for m, src in inputs.sources.items():
+        params[f"inputs.{m}.run_id"] = src.get("run_id") or "none"
+        params[f"inputs.{m}.sha256"] = src["sha256"][:16]
+    mlflow.log_params(params)
+    mlflow.log_metrics({f"inputs.coverage_{m}": c for m, c in inputs.coverage.items()})
