@@ -1,0 +1,191 @@
+"""Raster modality: per-cell band statistics on tiny rasters built here (lon/lat and UTM), the bundled DEM, bad rasters."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+
+import h3
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from tests.conftest import REPO
+from urbanrepml.areas import build_area
+from urbanrepml.config import load_study_area
+from urbanrepml.modalities.raster import RasterModality
+from urbanrepml.modalities.stage import run_modality_stage, table_path
+from urbanrepml.tables import read_table
+
+CELL_A = h3.latlng_to_cell(-30.03, -51.22, 9)
+CELL_B = sorted(h3.grid_ring(CELL_A, 1))[0]
+BOX = [-51.235, -30.045, -51.205, -30.015]
+NODATA = -9999.0
+PIX_DEG = 0.0001  # ~10 m
+
+
+def write_tif(path, data, transform, crs="EPSG:4326", nodata=None, descriptions=None):
+    """Write a (bands, rows, cols) array as a GeoTIFF."""
+    data = np.asarray(data)
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=data.dtype, crs=crs, transform=transform, nodata=nodata) as dst:
+        dst.write(data)
+        for i, d in enumerate(descriptions or []):
+            dst.set_band_description(i + 1, d)
+    return path
+
+
+def disc_grid(radius_m: dict[str, float], pix_deg: float = PIX_DEG, pad: float = 0.002):
+    """Lon/lat pixel grid around cells A and B; label = cell whose centroid is within radius, else None.
+
+    Returns (transform, shape, labels (rows, cols) of object, rows, cols index arrays).
+    """
+    cents = {c: h3.cell_to_latlng(c) for c in radius_m}
+    lats = [v[0] for v in cents.values()]
+    lons = [v[1] for v in cents.values()]
+    west, north = min(lons) - pad, max(lats) + pad
+    cols = int(round((max(lons) + pad - west) / pix_deg))
+    rows = int(round((north - (min(lats) - pad)) / pix_deg))
+    transform = from_origin(west, north, pix_deg, pix_deg)
+    cc, rr = np.meshgrid(np.arange(cols) + 0.5, np.arange(rows) + 0.5)
+    lon = west + cc * pix_deg
+    lat = north - rr * pix_deg
+    labels = np.full((rows, cols), None, dtype=object)
+    for cell, (clat, clon) in cents.items():
+        dy = (lat - clat) * 111_320
+        dx = (lon - clon) * 111_320 * np.cos(np.radians(clat))
+        labels[np.hypot(dx, dy) <= radius_m[cell]] = cell
+    return transform, (rows, cols), labels, rr.astype(int), cc.astype(int)
+
+
+def area_toml(tmp_path, rasters: dict[str, str], box=BOX, name="raster_test", extra=""):
+    lines = [f'name = "{name}"', f"boundary = {box}", extra, "[sources.rasters]"] + [f'{k} = "{v}"' for k, v in rasters.items()]
+    toml = tmp_path / "area.toml"
+    toml.write_text("\n".join(lines) + "\n")
+    return toml
+
+
+def load_entry(name):
+    spec = importlib.util.spec_from_file_location(f"entry_{name}", REPO / "entrypoints" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def error_lines(stderr: str) -> list[str]:
+    """Our lines on stderr (MLflow's own INFO log lines are not ours)."""
+    return [line for line in stderr.strip().splitlines() if not re.match(r"^\d{4}/\d\d/\d\d \S+ INFO mlflow", line)]
+
+
+def run_entry_expect_error(name, argv, capsys) -> str:
+    entry = load_entry(name)
+    with pytest.raises(SystemExit) as exc:
+        entry.main(argv)
+    assert exc.value.code == 2
+    err = error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.fixture
+def two_cell_raster(tmp_path, data_dir):
+    """Band 1: 10 + (row + col) % 3 inside 25 m of A's centroid, 50 inside 15 m of B's, nodata elsewhere; band 2 = 2 x band 1."""
+    transform, shape, labels, rr, cc = disc_grid({CELL_A: 25.0, CELL_B: 15.0})
+    band = np.full(shape, NODATA, dtype=np.float32)
+    in_a, in_b = labels == CELL_A, labels == CELL_B
+    band[in_a] = 10 + (rr[in_a] + cc[in_a]) % 3
+    band[in_b] = 50
+    data = np.stack([band, np.where(band == NODATA, NODATA, 2 * band)]).astype(np.float32)
+    write_tif(tmp_path / "two.tif", data, transform, nodata=NODATA, descriptions=["red", ""])
+    return tmp_path / "two.tif", band[in_a].astype(np.float64), band[in_b].astype(np.float64)
+
+
+def test_two_cells_by_construction(two_cell_raster, tmp_path):
+    path, a_vals, b_vals = two_cell_raster
+    spec = load_study_area(area_toml(tmp_path, {"dem": path.name}))
+    area = build_area(spec, [9])
+    f = RasterModality().compute(spec, area, 9).features
+    assert set(f.index) == {CELL_A, CELL_B}  # nodata everywhere else
+    assert list(f.columns) == ["dem_red_mean", "dem_red_std", "dem_red_count", "dem_b2_mean", "dem_b2_std", "dem_b2_count"]
+    assert f.loc[CELL_A, "dem_red_count"] == len(a_vals) > len(b_vals) == f.loc[CELL_B, "dem_red_count"]
+    assert f.loc[CELL_A, "dem_red_mean"] == pytest.approx(a_vals.mean(), rel=1e-12)
+    assert f.loc[CELL_A, "dem_red_std"] == pytest.approx(a_vals.std(), rel=1e-9)
+    assert f.loc[CELL_A, "dem_b2_mean"] == pytest.approx(2 * a_vals.mean(), rel=1e-12)
+    assert f.loc[CELL_B, "dem_red_mean"] == 50 and f.loc[CELL_B, "dem_red_std"] == 0
+    # min_pixels drops B (fewer pixels) but keeps A
+    g = RasterModality(min_pixels=len(b_vals) + 1).compute(spec, area, 9).features
+    assert list(g.index) == [CELL_A]
+
+
+def test_projected_raster_is_reprojected_by_points(tmp_path, data_dir):
+    from pyproj import Transformer
+
+    to_utm = Transformer.from_crs("EPSG:4326", "EPSG:32722", always_xy=True)
+    (alat, alon), (blat, blon) = h3.cell_to_latlng(CELL_A), h3.cell_to_latlng(CELL_B)
+    (ax, bx), (ay, by) = to_utm.transform([alon, blon], [alat, blat])
+    west, north, size = min(ax, bx) - 200, max(ay, by) + 200, 10.0
+    cols, rows = int((max(ax, bx) + 200 - west) / size), int((north - min(ay, by) + 200) / size)
+    cc, rr = np.meshgrid(np.arange(cols) + 0.5, np.arange(rows) + 0.5)
+    x, y = west + cc * size, north - rr * size
+    band = np.full((rows, cols), 255, dtype=np.uint8)
+    near_a = np.hypot(x - ax, y - ay) <= 30
+    near_b = np.hypot(x - bx, y - by) <= 30
+    band[near_a], band[near_b] = 7, 9
+    path = write_tif(tmp_path / "utm.tif", band[None], from_origin(west, north, size, size), crs="EPSG:32722", nodata=255)
+    spec = load_study_area(area_toml(tmp_path, {"utm": path.name}))
+    f = RasterModality("utm").compute(spec, build_area(spec, [9]), 9).features
+    assert set(f.index) == {CELL_A, CELL_B}
+    assert f.loc[CELL_A, "utm_b1_count"] == near_a.sum() and f.loc[CELL_A, "utm_b1_mean"] == 7
+    assert f.loc[CELL_B, "utm_b1_count"] == near_b.sum() and f.loc[CELL_B, "utm_b1_mean"] == 9
+
+
+def test_bundled_dem_end_to_end_matches_per_pixel_h3(tracking):
+    from mlflow.tracking import MlflowClient
+
+    table = run_modality_stage(RasterModality(), "porto_alegre", 9)
+    back = read_table(table_path("porto_alegre", "raster", 9), resolution=9, study_area="porto_alegre")
+    assert back.meta.feature_names == ["elevation_b1_mean", "elevation_b1_std", "elevation_b1_count"]
+    run = MlflowClient().get_run(table.meta.producer_run_id)
+    assert run.info.status == "FINISHED" and run.data.params["raster.rasters"] == "all"
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["elevation"]
+    # Independent check: every pixel through the h3 library, grouped with numpy.
+    with rasterio.open(REPO / "data/demo/porto_alegre/poa_elevation.tif") as src:
+        vals = src.read(1).astype(float)
+        rows, cols = np.indices(vals.shape)
+        xs, ys = rasterio.transform.xy(src.transform, rows.ravel(), cols.ravel())
+    cells = np.array([h3.latlng_to_cell(y, x, 9) for x, y in zip(xs, ys)])
+    area_ids = set(build_area("porto_alegre", [9]).region_ids(9))
+    inside = np.isin(cells, list(area_ids))
+    ids, inv, counts = np.unique(cells[inside], return_inverse=True, return_counts=True)
+    means = np.bincount(inv, weights=vals.ravel()[inside]) / counts
+    frame = back.frame
+    assert sorted(frame.index) == sorted(ids)
+    order = np.searchsorted(ids, frame.index.to_numpy())
+    np.testing.assert_allclose(frame["raster_0"].to_numpy(), means[order], rtol=1e-5)
+    np.testing.assert_array_equal(frame["raster_2"].to_numpy(), counts[order])
+    assert run.data.metrics["cells_with_data"] == len(ids)
+
+
+def test_no_overlap_one_line_no_table(tracking, tmp_path, capsys):
+    data = np.ones((1, 10, 10), dtype=np.uint8)
+    write_tif(tmp_path / "far.tif", data, from_origin(4.89, 52.37, 0.001, 0.001))  # Amsterdam
+    toml = area_toml(tmp_path, {"far": "far.tif"})
+    line = run_entry_expect_error("raster", ["--study_area", str(toml), "--resolution", "9"], capsys)
+    assert "does not overlap study area 'raster_test'" in line and "far.tif" in line
+    assert not table_path("raster_test", "raster", 9).exists()
+
+
+def test_no_crs_one_line_no_table(tracking, tmp_path, capsys):
+    data = np.ones((1, 10, 10), dtype=np.uint8)
+    write_tif(tmp_path / "nocrs.tif", data, from_origin(-51.22, -30.03, 0.001, 0.001), crs=None)
+    toml = area_toml(tmp_path, {"nocrs": "nocrs.tif"})
+    line = run_entry_expect_error("raster", ["--study_area", str(toml), "--resolution", "9", "--min_pixels", "1"], capsys)
+    assert "has no CRS" in line and "nocrs.tif" in line
+    assert not table_path("raster_test", "raster", 9).exists()
+
+
+def test_unknown_raster_name(tmp_path, two_cell_raster, capsys, tracking):
+    toml = area_toml(tmp_path, {"dem": "two.tif"})
+    line = run_entry_expect_error("raster", ["--study_area", str(toml), "--rasters", "dem,slope"], capsys)
+    assert "['slope'] not in [sources.rasters]" in line
