@@ -1,0 +1,147 @@
+"""Small graph layers for the fusion U-Nets (tensors in, tensors out; no I/O).
+
+In the style of PyTorch Geometric: every layer is an ``nn.Module`` whose
+``forward`` takes node features and a graph operator, nothing else. Instead of
+PyG's gather/scatter message passing (which materialises an ``E x D`` message
+tensor per layer), the graph is a precomputed sparse CSR operator and
+propagation is one sparse-dense matmul, with a hand-written backward that uses
+the operator's transpose (precomputed once), so no per-layer edge-sized
+tensors are ever stored.
+
+Operators (see :func:`gcn_operator`, :func:`mean_pool_operator`):
+
+- ``GraphOp``: ``A_hat = D^-1/2 (A + I) D^-1/2`` of one resolution's 1-ring
+  graph (symmetric, so its transpose is itself).
+- ``PoolOp``: children -> parents mean pooling, ``P[p, c] = 1/|children(p)|``;
+  its transpose (kept alongside) is the backward.
+- Broadcast parents -> children is a plain gather ``x_parent[parent_index]``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+
+
+@dataclass
+class SparseOp:
+    """A sparse CSR matrix and its transpose (``None`` when symmetric)."""
+
+    mat: Tensor
+    mat_t: Tensor | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.mat.shape)  # type: ignore[return-value]
+
+    def to(self, device) -> "SparseOp":
+        return SparseOp(self.mat.to(device), None if self.mat_t is None else self.mat_t.to(device))
+
+    def __matmul__(self, x: Tensor) -> Tensor:
+        return _SpMM.apply(x, self.mat, self.mat if self.mat_t is None else self.mat_t)
+
+
+class _SpMM(torch.autograd.Function):
+    """``y = M @ x`` with ``dL/dx = M^T @ dL/dy`` from a precomputed ``M^T`` (no sparse transpose per step)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, mat: Tensor, mat_t: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.mat_t = mat_t
+        return mat @ x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        return ctx.mat_t @ grad.contiguous(), None, None
+
+
+def _csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape: tuple[int, int]) -> Tensor:
+    """CSR tensor from COO triplets (duplicates must not occur)."""
+    order = np.lexsort((cols, rows))
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    crow = np.zeros(shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=shape[0]), out=crow[1:])
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(crow), torch.from_numpy(cols.astype(np.int64)), torch.from_numpy(vals.astype(np.float32)),
+        size=shape, check_invariants=False,
+    )
+
+
+def gcn_operator(edge_index: np.ndarray | Tensor, num_nodes: int) -> SparseOp:
+    """``D^-1/2 (A + I) D^-1/2`` of an undirected graph given as a (2, E) edge index with both directions."""
+    ei = edge_index.cpu().numpy() if isinstance(edge_index, Tensor) else np.asarray(edge_index)
+    loops = np.arange(num_nodes, dtype=np.int64)
+    rows = np.concatenate([ei[0].astype(np.int64), loops])
+    cols = np.concatenate([ei[1].astype(np.int64), loops])
+    deg = np.bincount(rows, minlength=num_nodes).astype(np.float64)
+    inv_sqrt = 1.0 / np.sqrt(deg)
+    vals = inv_sqrt[rows] * inv_sqrt[cols]
+    return SparseOp(_csr(rows, cols, vals, (num_nodes, num_nodes)))
+
+
+def mean_pool_operator(parent_index: np.ndarray | Tensor, num_parents: int) -> SparseOp:
+    """Children -> parents mean: ``P[p, c] = 1/|children(p)|`` for ``parent_index[c] == p``.
+
+    Parents without children get a zero row (their pooled value is 0).
+    """
+    parent = parent_index.cpu().numpy() if isinstance(parent_index, Tensor) else np.asarray(parent_index, dtype=np.int64)
+    children = np.arange(len(parent), dtype=np.int64)
+    counts = np.bincount(parent, minlength=num_parents).astype(np.float64)
+    vals = 1.0 / counts[parent]
+    shape = (num_parents, len(parent))
+    return SparseOp(_csr(parent, children, vals, shape), _csr(children, parent, vals, (shape[1], shape[0])))
+
+
+def mean_pool(x: Tensor, pool: SparseOp) -> Tensor:
+    """Mean of each parent's children's rows (``pool`` from :func:`mean_pool_operator`)."""
+    return pool @ x
+
+
+def broadcast(x_parent: Tensor, parent_index: Tensor) -> Tensor:
+    """Each child gets its parent's row."""
+    return x_parent.index_select(0, parent_index)
+
+
+class GCNConv(nn.Module):
+    """Graph convolution ``A_hat X W + b`` (Kipf & Welling), lean sparse version.
+
+    ``forward(x, graph)`` with ``graph`` a :class:`SparseOp` from :func:`gcn_operator`.
+    Multiplies by ``W`` first when that shrinks the features, so propagation always
+    runs on the narrower side.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, bias: bool = True):
+        super().__init__()
+        self.lin = nn.Linear(in_dim, out_dim, bias=False)
+        self.bias = nn.Parameter(torch.zeros(out_dim)) if bias else None
+
+    def forward(self, x: Tensor, graph: SparseOp) -> Tensor:
+        if self.lin.out_features <= self.lin.in_features:
+            out = graph @ self.lin(x)
+        else:
+            out = self.lin(graph @ x)
+        return out if self.bias is None else out + self.bias
+
+
+class GCNBlock(nn.Module):
+    """``n`` pre-norm residual GCN layers: ``h = h + dropout(gelu(conv(norm(h))))``.
+
+    Input and output width ``dim``; ``forward(x, graph)``.
+    """
+
+    def __init__(self, dim: int, n_layers: int, dropout: float = 0.0):
+        super().__init__()
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(n_layers))
+        self.convs = nn.ModuleList(GCNConv(dim, dim) for _ in range(n_layers))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: Tensor, graph: SparseOp) -> Tensor:
+        for norm, conv in zip(self.norms, self.convs):
+            x = x + self.dropout(nn.functional.gelu(conv(norm(x), graph)))
+        return x
