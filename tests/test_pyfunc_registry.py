@@ -58,6 +58,11 @@ def check_predictions(model, area):
     assert list(by_point["region_id"][[0, 2]]) == [ids[3], ids[7]]
     np.testing.assert_array_equal(by_point.iloc[[0, 2], 1:].to_numpy(float), [[30, 31, 32, 33], [70, 71, 72, 73]])
     assert by_point.iloc[[1, 3], 1:].isna().all().all()
+    # Integer coordinates are fine (outside the table here -> NaN), and rows without a region_id fall back to lat/lon.
+    assert model.predict(pd.DataFrame({"lat": [52], "lon": [5]})).iloc[0, 1:].isna().all()
+    mixed = model.predict(pd.DataFrame({"region_id": [ids[1], None], "lat": [0.0, lat[2]], "lon": [0.0, lon[2]]}))
+    assert list(mixed["region_id"]) == [ids[1], ids[2]]
+    np.testing.assert_array_equal(mixed.iloc[:, 1:].to_numpy(float), [[10, 11, 12, 13], [20, 21, 22, 23]])
     # Neither region_id nor lat/lon.
     with pytest.raises(Exception, match="needs a 'region_id' column"):
         model.predict(pd.DataFrame({"cell": ["x"]}))

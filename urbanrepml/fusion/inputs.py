@@ -152,10 +152,7 @@ def parse_tables_param(value: str | None) -> dict[str, Path] | list[Path] | None
     return [Path(v) for v in items]
 
 
-def _read_all(
-    tables: Mapping[str, str | Path] | Sequence[str | Path],
-    run_ids: Mapping[str, str],
-) -> dict[str, EmbeddingTable]:
+def _read_all(tables: Mapping[str, str | Path] | Sequence[str | Path]) -> dict[str, EmbeddingTable]:
     """Read (contract-validate) every table; key by modality (given name, else metadata)."""
     items = list(tables.items()) if isinstance(tables, Mapping) else [(None, p) for p in tables]
     out: dict[str, EmbeddingTable] = {}
@@ -238,7 +235,7 @@ def load_fusion_inputs(
     elif len(tables) == 0:
         raise UrbanReprError(f"no modality tables given for study area {spec.name!r}; " + _entry_points_hint(resolution))
 
-    read = _read_all(tables, run_ids)
+    read = _read_all(tables)
     _check_consistent(read, spec.name, resolution)
 
     area_cells = area.cells(resolution)

@@ -11,7 +11,8 @@ API
   table's columns (``fused_0..fused_{D-1}`` for a fused table), float32. A cell the table does
   not hold (outside the area, another resolution, an invalid id, a missing or out-of-range
   coordinate) gets a row of NaN; its ``region_id`` is the queried/derived id (or None). With
-  both ``region_id`` and ``lat``/``lon`` present, ``region_id`` wins. Neither -> MlflowException.
+  both ``region_id`` and ``lat``/``lon`` present, ``region_id`` wins in each row that has one and
+  the other rows use ``lat``/``lon``. Neither column -> MlflowException (INVALID_PARAMETER_VALUE).
 - ``log_embedding_model(table, artifact_path="embedding_model", registered_model_name=None) -> ModelInfo``:
   logs the model to the active run (or a new one) with an explicit signature (optional columns
   ``region_id``/``lat``/``lon``), an input example of a few region ids, light pip requirements
@@ -62,6 +63,10 @@ def _latlon_to_cell_strings(lat: np.ndarray, lon: np.ndarray, resolution: int) -
 class EmbeddingModel(mlflow.pyfunc.PythonModel):
     """Lookup of a fused embedding table by ``region_id`` or ``lat``/``lon`` (see module docstring)."""
 
+    # The input schema is the explicit signature of log_embedding_model; MLflow's type-hint
+    # wrapper (and its "add type hints" warning on every load) is not wanted here.
+    _skip_type_hint_validation = True
+
     def load_context(self, context):
         path = context.artifacts[ARTIFACT_KEY]
         arrow = pq.read_table(path)
@@ -78,19 +83,24 @@ class EmbeddingModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame(model_input)
-        if REGION_ID in model_input.columns:
-            ids = model_input[REGION_ID].to_numpy(dtype=object)
-            ids = np.array([v.strip().lower() if isinstance(v, str) else None for v in ids], dtype=object)
-        elif {"lat", "lon"} <= set(model_input.columns):
-            lat = pd.to_numeric(model_input["lat"], errors="coerce").to_numpy(dtype=np.float64)
-            lon = pd.to_numeric(model_input["lon"], errors="coerce").to_numpy(dtype=np.float64)
-            ids = _latlon_to_cell_strings(lat, lon, self.resolution)
-        else:
+        has_ids = REGION_ID in model_input.columns
+        has_points = {"lat", "lon"} <= set(model_input.columns)
+        if not (has_ids or has_points):
             raise MlflowException(
                 f"embedding model input needs a '{REGION_ID}' column (H3 ids) or 'lat' and 'lon' columns; "
                 f"got columns {list(model_input.columns)}",
                 error_code="INVALID_PARAMETER_VALUE",
             )
+        ids = np.full(len(model_input), None, dtype=object)
+        if has_ids:
+            raw = model_input[REGION_ID].to_numpy(dtype=object)
+            ids[:] = [v.strip().lower() if isinstance(v, str) and v.strip() else None for v in raw]
+        if has_points:
+            todo = np.array([v is None for v in ids], dtype=bool)  # region_id wins where given
+            if todo.any():
+                lat = pd.to_numeric(model_input["lat"], errors="coerce").to_numpy(dtype=np.float64)
+                lon = pd.to_numeric(model_input["lon"], errors="coerce").to_numpy(dtype=np.float64)
+                ids[todo] = _latlon_to_cell_strings(lat[todo], lon[todo], self.resolution)
         values = self.frame.reindex(pd.Index(ids, dtype=object)).to_numpy(dtype=np.float32)
         out = pd.DataFrame(values, columns=self.columns)
         out.insert(0, REGION_ID, ids)
@@ -113,11 +123,13 @@ def _table_metadata(table) -> dict:
 def _signature(columns: list[str]):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
 
     inputs = Schema([
         ColSpec("string", REGION_ID, required=False),
-        ColSpec("double", "lat", required=False),
-        ColSpec("double", "lon", required=False),
+        # Any, not double: MLflow refuses int64 -> double, and `{"lat": 52, "lon": 5}` is a fair query.
+        ColSpec(AnyType(), "lat", required=False),
+        ColSpec(AnyType(), "lon", required=False),
     ])
     outputs = Schema([ColSpec("string", REGION_ID)] + [ColSpec("float", c) for c in columns])
     return ModelSignature(inputs=inputs, outputs=outputs)
@@ -173,7 +185,10 @@ def load_embedding_table(model_uri: str):
         model = mlflow.pyfunc.load_model(model_uri)
     except MlflowException as exc:
         raise UrbanReprError(f"cannot load embedding model {model_uri!r}: {str(exc).splitlines()[0]}") from None
-    inner = model.unwrap_python_model()
+    try:
+        inner = model.unwrap_python_model()
+    except MlflowException:
+        inner = None
     path = getattr(inner, "table_path", None)
     if path is None:
         raise UrbanReprError(f"{model_uri!r} is not an urbanrepml embedding model (no '{ARTIFACT_KEY}' table)")
