@@ -43,6 +43,8 @@ def redact(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+    if not parts.password and "password" not in (parts.query or "").lower():
+        return url
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, host = netloc.rsplit("@", 1)
@@ -50,7 +52,7 @@ def redact(url: str) -> str:
             netloc = userinfo.split(":", 1)[0] + ":***@" + host
     query = parts.query
     if query and "password" in query.lower():
-        query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(query, keep_blank_values=True)])
+        query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(query, keep_blank_values=True)], safe="*")
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
@@ -179,7 +181,11 @@ def open_storage(
         path = url[len(JOURNAL_PREFIX):]
         return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
 
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def stale(study, trial):
         retry(study, trial)
@@ -189,8 +195,6 @@ def open_storage(
     kwargs = {}
     if kind(url) == "sqlite":
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
