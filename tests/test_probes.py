@@ -109,3 +109,13 @@ def test_latlon_km_spacing():
     d = np.linalg.norm(xy[1:] - xy[0], axis=1)
     assert len(d) == 6 and 0.3 < d.mean() < 0.4  # res-9 centre spacing ≈ 0.35 km
     assert d == pytest.approx(np.full(6, d.mean()), rel=0.1)
+
+
+def test_held_out_features_are_clipped_to_the_training_range(synthetic):
+    """A feature (nearly) constant in the training folds must not explode on the test fold (e.g. motorway length)."""
+    x, y, folds = synthetic
+    fold = folds.fold.reindex(y.index).to_numpy()
+    rare = np.where(fold == 0, 50.0, 0.0) + np.random.default_rng(1).normal(scale=1e-6, size=len(fold))
+    clean = cross_validate(x, y, folds, "ridge")
+    spiked = cross_validate(np.column_stack([x, rare]), y, folds, "ridge")
+    assert spiked.metrics["y"]["r2"] == pytest.approx(clean.metrics["y"]["r2"], abs=0.02)

@@ -2,7 +2,7 @@
 
 A probe is fitted by :func:`fit_on_training_rows`, which receives *only* the
 training rows of one outer fold (features, labels and their spatial block
-labels). Feature standardisation, ridge's alpha search and the MLP's early
+labels). Feature standardisation (statistics and clipping range from the training rows), ridge's alpha search and the MLP's early
 stopping all happen inside that call, on inner splits of those rows grouped by
 block (:func:`urbanrepml.analysis.folds.inner_groups`), so nothing about the test
 fold can leak into the model. :func:`cross_validate` then predicts the held-out
@@ -144,8 +144,13 @@ def fit_on_training_rows(probe: str, x: np.ndarray, y: np.ndarray, blocks: np.nd
     y = np.asarray(y, dtype=np.float64)
     if standardise:
         mean, std = _standardiser(x)
-        inner = FITTERS[probe]((x - mean) / std, y, np.asarray(blocks), seed=seed)
-        return Fitted(lambda q: inner.predict((q - mean) / std), inner.info)
+        z = (x - mean) / std
+        lo, hi = z.min(axis=0), z.max(axis=0)
+        inner = FITTERS[probe](z, y, np.asarray(blocks), seed=seed)
+        # Held-out features are clipped to the training range: a feature that is (nearly) constant in the
+        # training folds (e.g. motorway length where no training block has a motorway) would otherwise be
+        # blown up by a tiny std and extrapolate wildly; the model knows nothing outside that range anyway.
+        return Fitted(lambda q: inner.predict(np.clip((q - mean) / std, lo, hi)), inner.info)
     return FITTERS[probe](x, y, np.asarray(blocks), seed=seed)
 
 
