@@ -6,8 +6,8 @@ matching tag of an object counts once in its ``key_value`` column.
 
 Assignment to cells (SRAI ``IntersectionJoiner`` semantics, computed vectorised):
 a point goes to the cell containing it; a polygon goes to *every* cell it
-intersects (h3ronpy ``Covers`` polyfill), so a park spanning three cells counts
-in all three. Only cells of the study area are kept, and only sub-categories
+intersects (shapely STRtree over the cell polygons), so a park spanning three
+cells counts in all three. Only cells of the study area are kept, and only sub-categories
 that occur somewhere in the area become columns.
 
 ``embedder="counts"`` (default) returns the counts. ``embedder="hex2vec"`` trains
@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import shapely
 
 from urbanrepml.areas import REGION_ID, Area, h3ops
@@ -47,32 +46,30 @@ def osm_source(spec: StudyArea) -> dict[str, Path]:
     return {spec.sources.osm.name: spec.sources.osm}
 
 
-def assign_cells(geometry: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    """(feature index, cell) pairs: points -> containing cell, polygons -> every intersecting cell."""
-    from h3ronpy import ContainmentMode
-    from h3ronpy.vector import wkb_to_cells
+def assign_cells(geometry: np.ndarray, area_cells: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """(feature index, position in ``area_cells``) pairs: a point -> its cell, a polygon -> every cell it intersects.
 
+    Points: one vectorised H3 lookup. Polygons: a shapely STRtree over the area's
+    cell polygons queried with ``intersects`` (what SRAI's ``IntersectionJoiner``
+    does). Features outside the area's cells give no pair.
+    """
     geometry = np.asarray(geometry, dtype=object)
-    type_id = shapely.get_type_id(geometry)
-    point = np.flatnonzero(type_id == 0)
-    other = np.flatnonzero(type_id != 0)
-    feats = [point]
-    cells = [h3ops.latlon_to_cells(shapely.get_y(geometry[point]), shapely.get_x(geometry[point]), resolution)]
-    if len(other):
-        lists = pa.array(wkb_to_cells(pa.array(shapely.to_wkb(geometry[other]).tolist(), pa.binary()),
-                                      resolution=resolution, containment_mode=ContainmentMode.Covers, flatten=False))
-        offsets = lists.offsets.to_numpy()
-        feats.append(np.repeat(other, np.diff(offsets)))
-        cells.append(h3ops._to_numpy_u64(lists.flatten()))
-    return np.concatenate(feats).astype(np.int64), np.concatenate(cells).astype(np.uint64)
+    is_point = shapely.get_type_id(geometry) == 0
+    point = np.flatnonzero(is_point)
+    pos = h3ops.positions(area_cells, h3ops.latlon_to_cells(shapely.get_y(geometry[point]), shapely.get_x(geometry[point]), resolution))
+    feats, cells = [point[pos >= 0]], [pos[pos >= 0]]
+    other = np.flatnonzero(~is_point)
+    if len(other) and len(area_cells):
+        tree = shapely.STRtree(shapely.from_wkb(h3ops.cells_to_polygons_wkb(area_cells)))
+        hit_feature, hit_cell = tree.query(geometry[other], predicate="intersects")
+        feats.append(other[hit_feature])
+        cells.append(hit_cell)
+    return np.concatenate(feats).astype(np.int64), np.concatenate(cells).astype(np.int64)
 
 
 def count_per_cell(features: OsmFeatures, area_cells: np.ndarray, resolution: int) -> tuple[pd.DataFrame, np.ndarray]:
     """Counts per (cell of ``area_cells``, category); returns the frame (cells with data, present categories) and the used feature indices."""
-    feat, cells = assign_cells(features.geometry, resolution)
-    pos = h3ops.positions(area_cells, cells)
-    keep = pos >= 0
-    feat, pos = feat[keep], pos[keep]
+    feat, pos = assign_cells(features.geometry, area_cells, resolution)
     # expand (feature, cell) rows by the feature's categories (CSR over features)
     order = np.argsort(features.pair_feature, kind="stable")
     pf, pc = features.pair_feature[order], features.pair_category[order]
@@ -114,7 +111,6 @@ def quiet_lightning() -> None:
 def hex2vec_embed(counts: pd.DataFrame, features: OsmFeatures, used: np.ndarray, area: Area, resolution: int,
                   embedding_size: int, epochs: int, seed: int = 0) -> pd.DataFrame:
     """SRAI Hex2VecEmbedder on the area's cells; rows for cells that have POIs."""
-    import geopandas as gpd
     import pytorch_lightning as pl
     from srai.embedders import Hex2VecEmbedder
     from srai.neighbourhoods import H3Neighbourhood
@@ -124,11 +120,9 @@ def hex2vec_embed(counts: pd.DataFrame, features: OsmFeatures, used: np.ndarray,
         raise UrbanReprError(f"hex2vec needs at least 8 cells to sample neighbours and non-neighbours; area {area.name!r} has "
                              f"{len(regions)} at resolution {resolution} - use a finer resolution or embedder=counts")
     features_gdf = features.to_srai_gdf().iloc[used]
-    feat, cells = assign_cells(features.geometry[used], resolution)
-    pos = h3ops.positions(area.cells(resolution), cells)
-    keep = pos >= 0
-    joint = gpd.GeoDataFrame(index=pd.MultiIndex.from_arrays(
-        [regions.index[pos[keep]], features_gdf.index[feat[keep]]], names=[REGION_ID, "feature_id"]), geometry=[None] * int(keep.sum()))
+    feat, pos = assign_cells(features.geometry[used], area.cells(resolution), resolution)
+    joint = pd.DataFrame(index=pd.MultiIndex.from_arrays(
+        [regions.index[pos], features_gdf.index[feat]], names=[REGION_ID, "feature_id"]))
     quiet_lightning()
     pl.seed_everything(seed, workers=False, verbose=False)
     hidden = max(2 * embedding_size, 64)
