@@ -1,0 +1,291 @@
+"""The ``fuse`` stage: modality tables -> fused embedding table, pyfunc model and registry version, tracked.
+
+Steps (rank 0 does all tracking; other ``torchrun`` ranks only train):
+
+1. Resume checks (``resume_run_id``: exists, same model and area, readable
+   checkpoint) before any run is touched.
+2. The fuse run (system metrics on; the same run again when resuming).
+3. If the area has no modality tables at ``resolution`` yet (and no ``tables``
+   were given), every modality the area has sources for is built first, each as
+   a nested run; modalities that cannot run (e.g. aerial without imagery) are
+   skipped with a line saying why.
+4. Inputs aligned and logged as datasets; concat and ring baselines logged.
+5. ``concat``/``ring``: the baseline is the fused embedding. ``full_unet``/
+   ``cone_unet``: trained with checkpoints (see :mod:`urbanrepml.fusion.train`).
+6. The fused table (prefix and modality ``fused``) written and logged, the
+   pyfunc model logged, and - last, only when everything above succeeded -
+   registered as ``urbanrepml-<study_area>`` with alias ``candidate``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from urbanrepml.areas import build_area, parse_resolutions
+from urbanrepml.config import load_study_area
+from urbanrepml.errors import UrbanReprError
+from urbanrepml.fusion.train import LEARNED_MODELS, TrainConfig
+from urbanrepml.paths import cache_dir
+
+MODELS = ("concat", "ring", *LEARNED_MODELS)
+FUSED = "fused"
+
+
+@dataclass
+class FuseParams:
+    study_area: str = "porto_alegre"
+    model: str = "full_unet"
+    resolution: int = 9
+    resolutions: str = "7,8,9"
+    hidden_dims: str = "64,128,256"
+    convs_per_level: int = 2
+    dropout: float = 0.1
+    lr: float = 3e-3
+    epochs: int = 40
+    consistency_weight: float = 0.5
+    cone_root_resolution: int = 6
+    cone_batch: int = 8
+    ring_k: int = 2
+    ring_weighting: str = "exponential"
+    checkpoint_every: int = 10
+    resume_run_id: str | None = None
+    seed: int = 0
+    register: bool = True
+    tables: str | None = None
+    patience: int = 0
+    val_fraction: float = 0.15
+
+    def train_config(self) -> TrainConfig:
+        res = parse_resolutions(self.resolutions)
+        if self.resolution not in res:
+            raise UrbanReprError(f"resolution {self.resolution} must be one of resolutions {list(res)} (the finest)")
+        if max(res) != self.resolution:
+            raise UrbanReprError(f"resolution {self.resolution} must be the finest of resolutions {list(res)}")
+        try:
+            dims = tuple(int(d) for d in str(self.hidden_dims).split(",") if d.strip())
+        except ValueError:
+            raise UrbanReprError(f"hidden_dims must be integers separated by commas, got {self.hidden_dims!r}") from None
+        return TrainConfig(
+            model=self.model, resolutions=res, hidden_dims=dims, convs_per_level=self.convs_per_level,
+            dropout=self.dropout, lr=self.lr, epochs=self.epochs, consistency_weight=self.consistency_weight,
+            checkpoint_every=self.checkpoint_every, seed=self.seed, cone_root_resolution=self.cone_root_resolution,
+            cone_batch=self.cone_batch, patience=self.patience, val_fraction=self.val_fraction,
+        )
+
+    def logged(self) -> dict:
+        """Parameters logged on the run (``resume_run_id`` is a tag, so a resumed run keeps its params)."""
+        d = {k: v for k, v in self.__dict__.items() if k != "resume_run_id"}
+        d["tables"] = d["tables"] or ""
+        return d
+
+
+def _modality_classes() -> dict[str, type]:
+    """name -> Modality class: the ``MODALITIES`` registry when the package has one, else found by module."""
+    import urbanrepml.modalities as pkg
+    from urbanrepml.fusion.inputs import MODALITIES as NAMES
+    from urbanrepml.modalities.base import Modality
+
+    registry = getattr(pkg, "MODALITIES", None)
+    if isinstance(registry, dict) and registry:
+        return dict(registry)
+    found: dict[str, type] = {}
+    for name in NAMES:
+        try:
+            module = importlib.import_module(f"urbanrepml.modalities.{name}")
+        except ImportError:
+            continue
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, Modality) and obj is not Modality and getattr(obj, "name", "") == name:
+                found[name] = obj
+    return found
+
+
+def ensure_modality_tables(spec, resolution: int) -> list[str]:
+    """Build every runnable modality as a nested run when the area has no table at ``resolution``; return the built ones."""
+    from urbanrepml.modalities.stage import run_modality_stage
+    from urbanrepml.tracking.tables import list_table_modalities
+
+    if list_table_modalities(spec.name, resolution):
+        return []
+    built = []
+    for name, cls in sorted(_modality_classes().items()):
+        try:
+            modality = cls()
+            modality.source_files(spec)
+        except UrbanReprError as exc:
+            print(f"fuse: skipping modality {name}: {exc}")
+            continue
+        print(f"fuse: building modality {name} at resolution {resolution} (nested run)")
+        try:
+            run_modality_stage(modality, str(spec.source_file), resolution, nested=True)
+        except UrbanReprError as exc:
+            print(f"fuse: skipping modality {name}: {exc}")
+            continue
+        built.append(name)
+    return built
+
+
+def _init_distributed(device_type: str) -> tuple[int, int]:
+    """Join the torchrun process group when launched by torchrun; return (rank, world size)."""
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if device_type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _same(a: str, b: str) -> bool:
+    """Parameter strings equal up to formatting ("9" == "9.0", "true" == "True")."""
+    if str(a).strip().lower() == str(b).strip().lower():
+        return True
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return False
+
+
+def _fused_table(values: np.ndarray, inputs, run_id: str, extra: dict):
+    from urbanrepml.tables import EmbeddingTable, TableMeta, to_embedding_frame
+
+    frame, _ = to_embedding_frame(values, inputs.region_ids, FUSED)
+    meta = TableMeta(modality=FUSED, resolution=inputs.resolution, study_area=inputs.study_area, prefix=FUSED,
+                     producer_run_id=run_id, input_digests=inputs.digests, extra={k: str(v) for k, v in extra.items()})
+    return EmbeddingTable(frame, meta)
+
+
+def run_fuse_stage(p: FuseParams):
+    """Run the whole stage (see the module docstring); returns the fused table on rank 0, None elsewhere."""
+    import torch
+
+    if p.model not in MODELS:
+        raise UrbanReprError(f"model must be one of {', '.join(MODELS)}, got {p.model!r}")
+    spec = load_study_area(p.study_area)
+    cfg = p.train_config() if p.model in LEARNED_MODELS else None
+    if cfg is not None and cfg.model == "cone_unet" and p.cone_root_resolution > min(cfg.resolutions):
+        raise UrbanReprError(f"cone_root_resolution {p.cone_root_resolution} must not be finer than the coarsest "
+                             f"resolution {min(cfg.resolutions)}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    rank, world = _init_distributed(device) if p.model in LEARNED_MODELS else (0, 1)
+    if world > 1 and p.model != "cone_unet":
+        raise UrbanReprError("torchrun with more than one process needs -P model=cone_unet")
+    if world > 1 and device == "cuda":
+        cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    if rank == 0:
+        return _rank0(p, spec, cfg, world)
+    _worker(p, spec, cfg)
+    return None
+
+
+def _load_inputs(p: FuseParams, spec, area):
+    from urbanrepml.fusion.inputs import load_fusion_inputs, parse_tables_param
+
+    return load_fusion_inputs(spec, p.resolution, tables=parse_tables_param(p.tables), area=area)
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _worker(p: FuseParams, spec, cfg: TrainConfig) -> None:
+    """A torchrun rank > 0: wait for rank 0's preparation, load the same inputs, train its share of cones."""
+    from urbanrepml.fusion.train import train
+    from urbanrepml.tracking import configure_tracking
+    from urbanrepml.tracking.checkpoints import load_latest_checkpoint
+
+    configure_tracking()
+    _barrier(2)  # rank 0 has built tables and checked the resume run
+    area = build_area(spec, cfg.resolutions)
+    inputs = _load_inputs(p, spec, area)
+    state = load_latest_checkpoint(p.resume_run_id) if p.resume_run_id else None
+    train(inputs.x, inputs.cells, cfg, resume_state=state, cache_dir=cache_dir() / "cones", progress=False)
+    _barrier(2)
+
+
+def _rank0(p: FuseParams, spec, cfg: TrainConfig | None, world: int):
+    import mlflow
+
+    from urbanrepml.fusion.baselines import log_baselines
+    from urbanrepml.fusion.inputs import log_fusion_inputs
+    from urbanrepml.fusion.train import train
+    from urbanrepml.modalities.stage import table_path
+    from urbanrepml.tables import write_table
+    from urbanrepml.tracking import configure_tracking, log_embedding_table, tag
+    from urbanrepml.tracking.checkpoints import MlflowTrainHooks, fuse_run, load_latest_checkpoint, resume_checks
+    from urbanrepml.tracking.pyfunc import log_embedding_model
+    from urbanrepml.tracking.registry import register_embeddings
+
+    configure_tracking()
+    state = None
+    if p.resume_run_id:
+        if p.model not in LEARNED_MODELS:
+            raise UrbanReprError(f"resume_run_id only applies to learned models ({', '.join(LEARNED_MODELS)})")
+        resume_checks(p.resume_run_id, spec.name, p.model)
+        state = load_latest_checkpoint(p.resume_run_id)
+        logged = mlflow.get_run(p.resume_run_id).data.params
+        mine = {k: str(v) for k, v in p.logged().items()}
+        differ = [k for k, v in mine.items() if k in logged and not _same(logged[k], v) and k != "register"]
+        if differ:
+            raise UrbanReprError(f"resume_run_id {p.resume_run_id}: parameters differ from the original run "
+                                 f"({', '.join(f'{k}: {logged[k]} -> {mine[k]}' for k in differ[:4])}); resume with the same ones")
+    tags = {"model": p.model, "resolution": p.resolution, "modality": FUSED}
+    if world > 1:
+        tags["world_size"] = world
+    with fuse_run(spec.name, params=p.logged(), tags=tags, resume_run_id=p.resume_run_id,
+                  run_name=f"fuse-{p.model}") as run:
+        run_id = run.info.run_id
+        if p.resume_run_id:
+            mlflow.set_tags({tag("resumed_from_epoch"): str(state["epoch"]), tag("completed"): "false"})
+        elif not p.tables:
+            built = ensure_modality_tables(spec, p.resolution)
+            if built:
+                mlflow.set_tag(tag("built_modalities"), ",".join(built))
+        area = build_area(spec, cfg.resolutions if cfg else [p.resolution])
+        _barrier(world)
+        inputs = _load_inputs(p, spec, area)
+        if not p.resume_run_id:
+            log_fusion_inputs(inputs)
+            baselines = log_baselines(inputs, area, p.ring_k, p.ring_weighting)
+        extra: dict = {"model": p.model}
+        if cfg is None:
+            if p.resume_run_id is None:
+                values = baselines[p.model].frame.to_numpy()
+            else:  # pragma: no cover - refused above
+                raise AssertionError
+        else:
+            hooks = MlflowTrainHooks(run_id)
+            result = train(inputs.x, inputs.cells, cfg, hooks=hooks, resume_state=state,
+                           cache_dir=cache_dir() / "cones")
+            _barrier(world)
+            values = result.embedding
+            mlflow.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                                "epochs_run": result.epochs_run, "stopped_early": float(result.stopped_early)})
+            extra.update({"best_epoch": result.best_epoch, "embedding": "finest-resolution output z_0"})
+        table = _fused_table(values, inputs, run_id, extra)
+        write_table(table, table_path(spec.name, FUSED, p.resolution), area_cells=area.cells(p.resolution))
+        log_embedding_table(table)
+        log_embedding_model(table)
+        mlflow.log_metrics({"n_cells": table.frame.shape[0], "embedding_dim": table.frame.shape[1]})
+        if p.register:
+            version = register_embeddings(run_id, spec.name)
+            mlflow.set_tag(tag("registered_version"), str(version.version))
+            print(f"fuse: registered urbanrepml-{spec.name} version {version.version} with alias candidate")
+        mlflow.set_tag(tag("completed"), "true")
+        note = (f"fuse {p.model} on {spec.name} res {p.resolution}: {table.frame.shape[0]} cells x "
+                f"{table.frame.shape[1]} dims" + (f", best epoch {result.best_epoch}" if cfg else ""))
+        mlflow.set_tag("mlflow.note.content", note)
+        print(note)
+    return table
