@@ -45,7 +45,7 @@ class FuseParams:
     convs_per_level: int = 2
     dropout: float = 0.1
     lr: float = 3e-3
-    epochs: int = 40
+    epochs: int = 60
     consistency_weight: float = 0.5
     cone_root_resolution: int = 6
     cone_batch: int = 8
@@ -56,7 +56,7 @@ class FuseParams:
     seed: int = 0
     register: bool = True
     tables: str | None = None
-    patience: int = 0
+    patience: int = 20
     val_fraction: float = 0.15
 
     def train_config(self) -> TrainConfig:

@@ -55,7 +55,7 @@ class TrainConfig:
     embedding_dim: int | None = None
     lr: float = 3e-3
     weight_decay: float = 0.01
-    epochs: int = 40
+    epochs: int = 60
     warmup_epochs: int | None = None  # default: 10% of epochs, at least 1
     consistency_weight: float = 0.5
     grad_clip: float = 1.0
