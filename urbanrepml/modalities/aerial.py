@@ -140,13 +140,24 @@ def encode(encoder, tiles: np.ndarray, batch: int = BATCH) -> np.ndarray:
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
 
+def _unit_range(pixels: np.ndarray, valid: np.ndarray) -> tuple[float, float]:
+    """(lo, hi) that map raw pixels to [0, 1]: 0..255 for uint8, else the 2nd-98th percentile of valid pixels."""
+    if pixels.dtype == np.uint8:
+        return 0.0, 255.0
+    vals = pixels[valid] if valid.any() else pixels.ravel()
+    if vals.size > 1_000_000:  # a fixed subsample is plenty for two percentiles
+        vals = vals[np.random.default_rng(0).choice(vals.size, 1_000_000, replace=False)]
+    lo, hi = np.percentile(vals, [2, 98]) if vals.size else (0.0, 1.0)
+    return float(lo), float(max(hi, lo + 1e-9))
+
+
+def _scale(pixels: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return np.clip((pixels.astype(np.float32) - lo) / (hi - lo), 0, 1)
+
+
 def _to_unit(pixels: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Raw pixels -> [0, 1] float32 (uint8 / 255, else 2-98 percentile stretch over valid pixels)."""
-    if pixels.dtype == np.uint8:
-        return pixels.astype(np.float32) / 255.0
-    vals = pixels[valid] if valid.any() else pixels.ravel()
-    lo, hi = np.percentile(vals, [2, 98]) if vals.size else (0.0, 1.0)
-    return np.clip((pixels.astype(np.float32) - lo) / max(hi - lo, 1e-9), 0, 1)
+    return _scale(pixels, *_unit_range(pixels, valid))
 
 
 def _rgb(bands: np.ndarray) -> np.ndarray:
@@ -173,6 +184,14 @@ def tile_side_deg(resolution: int, lat: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def tiles_from_orthophoto(path: Path, area: Area, resolution: int, tile_px: int) -> tuple[np.ndarray, np.ndarray]:
     """Cut one tile per area cell from a GeoTIFF -> (positions of kept cells, (N, 3, tile_px, tile_px) in [0, 1])."""
+    chunks = list(iter_orthophoto_tiles(path, area, resolution, tile_px))
+    if not chunks:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 3, tile_px, tile_px), dtype=np.float32)
+    return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
+
+
+def iter_orthophoto_tiles(path: Path, area: Area, resolution: int, tile_px: int, chunk_values: int = 4_000_000):
+    """Like :func:`tiles_from_orthophoto`, in chunks of about ``chunk_values`` sample points (bounded memory)."""
     import rasterio
     from pyproj import Transformer
     from rasterio.enums import Resampling
@@ -217,13 +236,13 @@ def tiles_from_orthophoto(path: Path, area: Area, resolution: int, tile_px: int)
         valid_px = ~np.ma.getmaskarray(data).any(axis=0)
         if src.nodata is not None:
             valid_px &= ~(np.ma.getdata(data) == src.nodata).any(axis=0)
-        pixels = _to_unit(np.ma.getdata(data), np.broadcast_to(valid_px, data.shape))
+        pixels = _rgb(np.ma.getdata(data))  # raw dtype; scaled to [0, 1] per chunk below
+        lo, hi = _unit_range(pixels, np.broadcast_to(valid_px, pixels.shape))
+        del data
         win_transform = src.window_transform(window) * rasterio.Affine.scale(window.width / out_w, window.height / out_h)
-    pixels = _rgb(pixels)
     # Tile sample points: (N, tile_px, tile_px) lon/lat grid of pixel centres around each centroid.
     frac = (np.arange(tile_px) + 0.5) / tile_px - 0.5
-    keep_all, tiles_all = [], []
-    per_chunk = max(1, 4_000_000 // (tile_px * tile_px))
+    per_chunk = max(1, chunk_values // (tile_px * tile_px))
     inv = ~win_transform
     for s in range(0, len(cells), per_chunk):
         sl = slice(s, s + per_chunk)
@@ -237,12 +256,12 @@ def tiles_from_orthophoto(path: Path, area: Area, resolution: int, tile_px: int)
         inside = (col >= 0) & (col < out_w) & (row >= 0) & (row < out_h)
         col_c, row_c = np.clip(col, 0, out_w - 1), np.clip(row, 0, out_h - 1)
         ok = inside & valid_px[row_c, col_c]
-        tiles = pixels[:, row_c, col_c]                    # (3, n, px, px)
-        tiles = np.where(ok[None], tiles, 0.0).transpose(1, 0, 2, 3)
         good = ok.reshape(len(ok), -1).mean(axis=1) >= MIN_VALID_FRACTION
-        keep_all.append(np.arange(len(cells))[sl][good])
-        tiles_all.append(tiles[good].astype(np.float32))
-    return np.concatenate(keep_all), np.concatenate(tiles_all)
+        if not good.any():
+            continue
+        tiles = _scale(pixels[:, row_c[good], col_c[good]], lo, hi)      # (3, n, px, px)
+        tiles = np.where(ok[good][None], tiles, 0.0).transpose(1, 0, 2, 3)
+        yield np.arange(len(cells))[sl][good], np.ascontiguousarray(tiles, dtype=np.float32)
 
 
 def tiles_from_folder(folder: Path, area: Area, resolution: int, tile_px: int) -> tuple[np.ndarray, np.ndarray]:
@@ -333,13 +352,15 @@ class AerialModality(Modality):
     def compute(self, spec: StudyArea, area: Area, resolution: int) -> ModalityResult:
         path = self._imagery(spec)
         encoder, encoder_name = load_encoder(self.weights or None)
-        if path.is_dir():
-            pos, tiles = tiles_from_folder(path, area, resolution, self.tile_px)
-        else:
-            pos, tiles = tiles_from_orthophoto(path, area, resolution, self.tile_px)
-        if len(pos) == 0:
+        chunks = [tiles_from_folder(path, area, resolution, self.tile_px)] if path.is_dir() else \
+            iter_orthophoto_tiles(path, area, resolution, self.tile_px)
+        positions, embeddings = [], []
+        for pos, tiles in chunks:  # encode chunk by chunk: memory is bounded by a chunk of tiles
+            positions.append(pos)
+            embeddings.append(encode(encoder, _normalise(tiles)))
+        if not positions:
             raise UrbanReprError(f"imagery {path}: no cell of {area.name!r} has at least {MIN_VALID_FRACTION:.0%} of its tile covered")
-        emb = encode(encoder, _normalise(tiles))
+        pos, emb = np.concatenate(positions), np.concatenate(embeddings)
         index = pd.Index(area.region_ids(resolution)[pos], name=REGION_ID)
         features = pd.DataFrame(emb, index=index, columns=[f"emb_{i}" for i in range(emb.shape[1])])
         notes = [f"encoder={encoder_name}" + (" (fixed random weights, seed 0: a baseline, not a trained model)" if encoder_name == BUILTIN else ""),

@@ -24,7 +24,8 @@ import pandas as pd
 from urbanrepml.areas import REGION_ID, Area, h3ops
 from urbanrepml.errors import UrbanReprError
 
-DEFAULT_MAX_PIXELS = 2_000_000
+DEFAULT_MAX_PIXELS = 2_000_000   # per block, for few bands
+DEFAULT_MAX_VALUES = 8_000_000   # per block over all bands (64-band AlphaEarth -> 125k pixels)
 STATS = ("mean", "std", "count")
 
 
@@ -35,6 +36,7 @@ class CellAccumulator:
     cells: np.ndarray
     n_bands: int
     band_names: list[str] = field(default_factory=list)
+    with_std: bool = True
     sums: np.ndarray = field(init=False)
     sumsq: np.ndarray = field(init=False)
     counts: np.ndarray = field(init=False)
@@ -42,19 +44,30 @@ class CellAccumulator:
     def __post_init__(self) -> None:
         n = len(self.cells)
         self.sums = np.zeros((self.n_bands, n))
-        self.sumsq = np.zeros((self.n_bands, n))
+        self.sumsq = np.zeros((self.n_bands, n)) if self.with_std else np.zeros((self.n_bands, 0))
         self.counts = np.zeros((self.n_bands, n), dtype=np.int64)
 
     def add(self, positions: np.ndarray, values: np.ndarray, valid: np.ndarray) -> None:
-        """Add pixels: ``positions`` (P,) cell positions, ``values``/``valid`` (bands, P)."""
+        """Add pixels: ``positions`` (P,) cell positions, ``values``/``valid`` (bands, P).
+
+        All bands at once: a sparse (cells x pixels) indicator matrix times the
+        (pixels x bands) values, one product each for sums, squares and counts.
+        """
+        from scipy import sparse
+
+        if len(positions) == 0:
+            return
         n = len(self.cells)
-        for b in range(self.n_bands):
-            ok = valid[b]
-            pos = positions[ok]
-            v = values[b][ok]
-            self.sums[b] += np.bincount(pos, weights=v, minlength=n)
-            self.sumsq[b] += np.bincount(pos, weights=v * v, minlength=n)
-            self.counts[b] += np.bincount(pos, minlength=n)
+        indicator = sparse.csr_matrix((np.ones(len(positions)), (positions, np.arange(len(positions)))),
+                                      shape=(n, len(positions)))
+        v = np.where(valid, values, 0.0)
+        self.sums += (indicator @ v.T).T
+        if self.with_std:
+            self.sumsq += (indicator @ (v * v).T).T
+        if self.n_bands > 1 and np.array_equal(valid.all(axis=0), valid.any(axis=0)):  # same mask in every band
+            self.counts += np.rint(indicator @ valid[0].astype(np.float64)).astype(np.int64)[None, :]
+        else:
+            self.counts += np.rint((indicator @ valid.T.astype(np.float64)).T).astype(np.int64)
 
     def frame(self, stats: Sequence[str] = STATS, min_pixels: int = 1) -> pd.DataFrame:
         """Cells with at least ``min_pixels`` valid pixels (in every band) -> columns ``<band>_<stat>``.
@@ -65,11 +78,13 @@ class CellAccumulator:
         keep = n_valid >= max(int(min_pixels), 1)
         counts = self.counts[:, keep].astype(np.float64)
         mean = self.sums[:, keep] / counts
-        var = np.maximum(self.sumsq[:, keep] / counts - mean * mean, 0.0)
+        var = np.maximum(self.sumsq[:, keep] / counts - mean * mean, 0.0) if self.with_std else None
         columns: dict[str, np.ndarray] = {}
         for b, name in enumerate(self.band_names):
             for stat in stats:
-                columns[f"{name}_{stat}"] = {"mean": mean, "std": np.sqrt(var), "count": counts}[stat][b]
+                if stat == "std" and var is None:
+                    raise ValueError("std needs an accumulator built with with_std=True")
+                columns[f"{name}_{stat}"] = (mean if stat == "mean" else counts if stat == "count" else np.sqrt(var))[b]
         index = pd.Index(h3ops.cells_to_str(self.cells[keep]), name=REGION_ID)
         return pd.DataFrame(columns, index=index)
 
@@ -129,6 +144,7 @@ def accumulate_raster(
     no CRS or no overlap with the area raises :class:`UrbanReprError`.
     """
     from pyproj import Transformer
+    from rasterio.enums import MaskFlags
     from rasterio.warp import transform_bounds
     from rasterio.windows import Window, from_bounds
 
@@ -158,19 +174,22 @@ def accumulate_raster(
             )
         to_lonlat = None if wgs84 else Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True)
         file_nodata = src.nodata if nodata is None else nodata
+        internal_mask = any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in src.mask_flag_enums)
+        is_float = np.issubdtype(np.dtype(src.dtypes[0]), np.floating)
         col0, row0 = int(window.col_off), int(window.row_off)
         width, height = int(window.width), int(window.height)
-        rows_per_block = max(1, max_pixels // max(width, 1))
+        block_pixels = min(max_pixels, max(DEFAULT_MAX_VALUES // acc.n_bands, 1))
+        rows_per_block = max(1, block_pixels // max(width, 1))
         a = src.transform
         cols = np.arange(col0, col0 + width, dtype=np.float64) + 0.5
         added = 0
         for r in range(row0, row0 + height, rows_per_block):
             h = min(rows_per_block, row0 + height - r)
-            block = src.read(window=Window(col0, r, width, h), masked=True)
-            data = np.ma.getdata(block)
-            invalid = np.ma.getmaskarray(block)
-            if file_nodata is not None:
-                invalid = invalid | (data == file_nodata)
+            win = Window(col0, r, width, h)
+            data = src.read(window=win)
+            invalid = (data == file_nodata) if file_nodata is not None else np.zeros(data.shape, dtype=bool)
+            if internal_mask:  # per-dataset or alpha masks (nodata is handled above)
+                invalid |= src.read_masks(window=win) == 0
             rows = np.arange(r, r + h, dtype=np.float64) + 0.5
             cc, rr = np.meshgrid(cols, rows)
             x = a.a * cc + a.b * rr + a.c
@@ -185,10 +204,15 @@ def accumulate_raster(
             inside = (pos >= 0) & finite
             if not inside.any():
                 continue
-            vals = data.reshape(acc.n_bands, -1)[:, inside]
+            all_inside = bool(inside.all())
+            vals = data.reshape(acc.n_bands, -1)
+            valid = ~invalid.reshape(acc.n_bands, -1)
+            if not all_inside:
+                vals, valid = vals[:, inside], valid[:, inside]
             vals = values(vals) if values is not None else vals.astype(np.float64)
-            valid = ~invalid.reshape(acc.n_bands, -1)[:, inside] & np.isfinite(vals)
-            acc.add(pos[inside], vals, valid)
+            if is_float:
+                valid &= np.isfinite(vals)
+            acc.add(pos if all_inside else pos[inside], vals, valid)
             added += int(valid.any(axis=0).sum())
     return added
 
@@ -215,7 +239,7 @@ def raster_cell_stats(
     if not paths:
         raise UrbanReprError("no raster files given")
     names = names or band_names(paths[0])
-    acc = CellAccumulator(area.cells(resolution), len(names), list(names))
+    acc = CellAccumulator(area.cells(resolution), len(names), list(names), with_std="std" in stats)
     for path in paths:
         accumulate_raster(path, area, resolution, acc, values=values, nodata=nodata)
     if acc.counts.sum() == 0:
