@@ -183,6 +183,10 @@ def _plots(study) -> list[str]:
     return notes
 
 
+def _is_area_path(study_area: str) -> bool:
+    return str(study_area).endswith(".toml") or os.sep in str(study_area)
+
+
 def run_tuning(study_area: str, objective, *, n_trials: int, timeout: float = 0, study_name: str | None = None,
                storage: str | None = None, pruner: str = "median", sampler: str = "tpe", seed: int = 0,
                n_workers: int = 1, heartbeat_interval: int = 10, grace_period: int | None = None,
@@ -202,6 +206,9 @@ def run_tuning(study_area: str, objective, *, n_trials: int, timeout: float = 0,
         raise UrbanReprError(f"pruner must be one of {', '.join(PRUNERS)}, got {pruner!r}")
     if sampler not in SAMPLERS:
         raise UrbanReprError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    from urbanrepml.config import load_study_area
+
+    study_area = load_study_area(study_area).name if _is_area_path(study_area) else study_area
     study_name = study_name or f"tune-{study_area}"
     url = resolve_storage(storage)
     check_reachable(url)  # before any run exists

@@ -1,0 +1,236 @@
+"""The fusion objective: train one fusion configuration, score its embeddings with the spatial-CV probe.
+
+Per study (fixed, stored on the study and checked when it is continued):
+
+- the inputs: the study area's newest modality tables at ``resolution`` (built first when none exist);
+- the validation target set: the area's ``[targets]`` on the cells that have inputs;
+- the folds: spatial blocks at ``block_resolution`` (``folds`` of them, seeded by the study ``seed``),
+  built once on those cells (their digest is part of the study's data signature);
+- the probe (``ridge`` by default, with its alpha chosen inside the training folds).
+
+Per trial: :meth:`tuning.space.SearchSpace.suggest` picks a model and its hyperparameters; a U-Net is
+trained with the fusion trainer (:mod:`urbanrepml.fusion.train`), reporting each epoch's validation
+reconstruction loss (on the trainer's held-out spatial blocks) to Optuna for pruning - as its negative,
+since the study maximises; ``ring`` is computed directly. The score is the probe's out-of-fold mean R².
+The trial's run gets the per-epoch losses, per-target R², and the fused table
+(``tables/fused_res<r>.parquet``) so the best trial can be registered without retraining.
+
+Caveat (said in docs/tuning-and-team-tracking.md too): the best score of a study is optimistic (it is a
+maximum over trials scored on the same folds); ``promote`` re-probes registered versions and demands
+that they beat both free baselines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from urbanrepml.errors import UrbanReprError
+from tuning.space import UNETS, SearchSpace, parse_models
+
+
+class PruningHooks:
+    """Fusion trainer hooks: report ``-val_reconstruction`` per epoch to the trial, prune when told."""
+
+    def __init__(self, trial, metric: str = "val_reconstruction"):
+        self.trial, self.metric = trial, metric
+        self.history: list[tuple[int, dict]] = []
+
+    def epoch_end(self, epoch: int, metrics: dict) -> None:
+        self.history.append((epoch, dict(metrics)))
+        value = float(metrics.get(self.metric, metrics["val_loss"]))
+        self.trial.report(-value, epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} ({self.metric} {value:.4f})")
+
+    def checkpoint(self, state, epoch): ...
+
+    def best(self, state, epoch): ...
+
+    def flush(self) -> None: ...
+
+    def log(self) -> None:
+        """Log the collected epoch metrics to the active run in one batch."""
+        if not self.history:
+            return
+        import mlflow
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        now = int(time.time() * 1000)
+        keep = ("train_loss", "val_loss", "train_reconstruction", "val_reconstruction", "val_consistency")
+        metrics = [Metric(k, float(v), now, int(e)) for e, m in self.history for k, v in m.items() if k in keep and np.isfinite(v)]
+        client = MlflowClient()
+        run_id = mlflow.active_run().info.run_id
+        for i in range(0, len(metrics), 900):
+            client.log_batch(run_id, metrics=metrics[i:i + 900])
+
+
+class FusionObjective:
+    """See the module docstring. ``max_epochs`` bounds each trial's epoch budget (small by default)."""
+
+    direction = "maximize"
+
+    def __init__(self, study_area: str = "porto_alegre", *, resolution: int = 9, resolutions: str = "7,8,9",
+                 models: str = "full_unet,cone_unet,ring", max_epochs: int = 12, probe: str = "ridge",
+                 block_resolution: int = 7, folds: int = 5, seed: int = 0, cone_root_resolution: int = 6):
+        self.kwargs = dict(study_area=study_area, resolution=resolution, resolutions=resolutions, models=models,
+                           max_epochs=max_epochs, probe=probe, block_resolution=block_resolution, folds=folds, seed=seed,
+                           cone_root_resolution=cone_root_resolution)
+        self.study_area = study_area
+        self.resolution = int(resolution)
+        self.resolutions = tuple(sorted({int(r) for r in str(resolutions).split(",") if r.strip()}, reverse=True))
+        if not self.resolutions or self.resolutions[0] != self.resolution:
+            raise UrbanReprError(f"resolution {resolution} must be the finest of resolutions {resolutions}")
+        self.space = SearchSpace(parse_models(models), int(max_epochs))
+        self.probe, self.block_resolution, self.folds, self.seed = probe, int(block_resolution), int(folds), int(seed)
+        self.cone_root_resolution = int(cone_root_resolution)
+        self._ready = False
+
+    @property
+    def factory(self) -> tuple[str, dict]:
+        return "tuning.objective:FusionObjective", dict(self.kwargs)
+
+    def signature(self) -> dict:
+        return {"objective": "fusion+spatial-cv-probe", "study_area": self.study_area, "resolution": self.resolution,
+                "resolutions": list(self.resolutions), "probe": self.probe, "block_resolution": self.block_resolution,
+                "folds": self.folds, "fold_seed": self.seed, "space": self.space.signature()}
+
+    # -- data, once per process ------------------------------------------------------------------
+    def setup(self) -> None:
+        if self._ready:
+            return
+        from urbanrepml.analysis.folds import make_folds
+        from urbanrepml.analysis.targets import load_targets
+        from urbanrepml.areas import build_area
+        from urbanrepml.config import load_study_area
+        from urbanrepml.fusion.inputs import load_fusion_inputs
+        from urbanrepml.fusion.stage import ensure_modality_tables
+
+        self.spec = load_study_area(self.study_area)
+        if self.spec.name != self.study_area and not Path(self.study_area).exists():
+            raise UrbanReprError(f"study area {self.study_area!r} resolves to {self.spec.name!r}")
+        built = ensure_modality_tables(self.spec, self.resolution)
+        if built:
+            print(f"tune: built modality tables {', '.join(built)} (nested runs)", flush=True)
+        self.area = build_area(self.spec, list(self.resolutions))
+        self.inputs = load_fusion_inputs(self.spec, self.resolution, area=self.area)
+        self.targets = load_targets(self.spec, self.resolution, area=self.area)
+        cells = self.targets.frame.index.intersection(self.inputs.region_ids).sort_values()
+        if len(cells) == 0:
+            raise UrbanReprError(f"no cell of {self.spec.name!r} has both fusion inputs and a target value")
+        self.cells = cells
+        self.y = self.targets.frame.loc[cells]
+        self.fold = make_folds(cells, "spatial", self.block_resolution, self.folds, self.seed)
+        self.edge_index = self.inputs.edge_index(self.area)
+        self._ready = True
+
+    def data_signature(self) -> dict:
+        self.setup()
+        return {"inputs": {m: s["sha256"] for m, s in sorted(self.inputs.sources.items())},
+                "folds_digest": self.fold.digest, "targets": sorted(self.y.columns)}
+
+    def _score(self, values: np.ndarray):
+        from urbanrepml.analysis.probes import cross_validate
+
+        frame = pd.DataFrame(values, index=self.inputs.region_ids)
+        return cross_validate(frame.loc[self.cells], self.y, self.fold, self.probe, counts=self.targets.counts, seed=self.seed)
+
+    def parent_metrics(self) -> dict[str, float]:
+        """The free baselines on the same cells and folds (the bar a tuned model has to clear)."""
+        from urbanrepml.fusion.baselines import concat_baseline, ring_baseline
+
+        self.setup()
+        concat = self._score(concat_baseline(self.inputs)).mean_r2
+        ring = self._score(ring_baseline(self.inputs.x, self.edge_index, self.inputs.n_cells)).mean_r2
+        return {"baseline_concat_mean_r2": concat, "baseline_ring_mean_r2": ring, "cells_probed": float(len(self.cells))}
+
+    # -- one trial -------------------------------------------------------------------------------
+    def config(self, trial) -> dict:
+        return self.space.suggest(trial)
+
+    def embed(self, cfg: dict, trial) -> tuple[np.ndarray, dict]:
+        """Embeddings for one configuration (rows = ``inputs.region_ids``) and metrics to log."""
+        import mlflow
+
+        from urbanrepml.fusion.baselines import ring_baseline
+
+        if cfg["model"] == "ring":
+            values = ring_baseline(self.inputs.x, self.edge_index, self.inputs.n_cells, cfg["ring.k"], cfg["ring.weighting"])
+            return values, {}
+        from urbanrepml.fusion.train import TrainConfig, Trainer
+        from urbanrepml.paths import cache_dir
+
+        width = int(cfg["unet.width"])
+        tc = TrainConfig(
+            model=cfg["model"], resolutions=self.resolutions, hidden_dims=tuple(width * 2 ** i for i in range(len(self.resolutions))),
+            convs_per_level=cfg["unet.convs_per_level"], dropout=cfg["unet.dropout"], lr=cfg["unet.lr"],
+            epochs=cfg["unet.epochs"], consistency_weight=cfg["unet.consistency_weight"], seed=self.seed,
+            checkpoint_every=10 ** 6, cone_root_resolution=self.cone_root_resolution,
+            cone_batch=cfg.get("cone.batch", 8),
+        )
+        mlflow.log_params({"train.hidden_dims": ",".join(map(str, tc.hidden_dims)), "train.resolutions": ",".join(map(str, tc.resolutions))})
+        hooks = PruningHooks(trial)
+        try:
+            result = Trainer(self.inputs.x, self.inputs.cells, tc, cache_dir=cache_dir() / "cones", progress=False).fit(hooks)
+        finally:
+            hooks.log()
+        return result.embedding, {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                                  "epochs_run": result.epochs_run}
+
+    def __call__(self, trial) -> float:
+        import mlflow
+
+        from urbanrepml.fusion.stage import FUSED, _fused_table
+        from urbanrepml.tables import write_table
+        from urbanrepml.tracking import log_embedding_table
+
+        self.setup()
+        cfg = self.config(trial)
+        mlflow.set_tags({"urbanrepml.model": cfg["model"], "urbanrepml.study_area": self.spec.name})
+        values, extra = self.embed(cfg, trial)
+        if not np.isfinite(values).all():
+            raise UrbanReprError("the embeddings contain NaN or inf")
+        cv = self._score(values)
+        mlflow.log_metrics({**extra, **cv.flat(), "embedding_dim": values.shape[1]})
+        run_id = mlflow.active_run().info.run_id
+        table = _fused_table(values.astype(np.float32), self.inputs, run_id, {"model": cfg["model"], "tune_trial": trial.number})
+        with tempfile.TemporaryDirectory() as tmp:
+            write_table(table, Path(tmp) / f"{FUSED}_res{self.resolution}.parquet", area_cells=self.area.cells(self.resolution))
+            log_embedding_table(table)
+        mlflow.set_tag("urbanrepml.stage", "tune_trial")  # log_embedding_table tagged the table; keep the stage
+        return cv.mean_r2
+
+    # -- the winner ------------------------------------------------------------------------------
+    def register_best(self, trial, run_id: str) -> str | None:
+        """Log the best trial's embeddings as a pyfunc model (with baselines) on its run; register; alias candidate."""
+        import mlflow
+
+        from urbanrepml.fusion.baselines import log_baselines
+        from urbanrepml.tables import read_table
+        from urbanrepml.tracking.pyfunc import log_embedding_model
+        from urbanrepml.tracking.registry import register_embeddings
+        from urbanrepml.tracking.tables import table_artifact_path
+
+        self.setup()
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=table_artifact_path("fused", self.resolution),
+                                                        dst_path=tmp)
+            table = read_table(local)
+            with mlflow.start_run(run_id=run_id, nested=True):
+                log_embedding_model(table)
+                log_baselines(self.inputs, self.area)
+                mlflow.set_tag("urbanrepml.tune_best", "true")
+        version = register_embeddings(run_id, self.spec.name)
+        return f"urbanrepml-{self.spec.name}/{version.version}"
+
+
+def digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
