@@ -94,6 +94,8 @@ def stage_run(
     ``tags`` keys are given without the ``urbanrepml.`` prefix.
     """
     configure_tracking()
+    if mlflow.active_run() is not None:
+        nested = True  # a stage called inside another stage's run (pipeline, promote) becomes its child run
     attach = os.environ.get("MLFLOW_RUN_ID") and not nested and mlflow.active_run() is None
     if not attach and not nested and mlflow.active_run() is None:
         mlflow.set_experiment(experiment_name(study_area))

@@ -1,0 +1,228 @@
+"""Promotion of registry versions by probe evidence: move ``champion`` only for a measurable gain.
+
+:func:`run_promote_stage` (the ``promote`` entry point):
+
+1. lists the versions of ``urbanrepml-<study_area>`` (none: a clear error);
+2. probes every version that lacks a probe record on the current settings (tags ``probe.*`` written
+   by the probe stage with the same ``probe``, ``block_resolution`` and ``folds``), each as a nested
+   probe run - the folds are the spatial blocks of the probe stage, so every version, and its concat
+   and ring baselines, are scored on the same blocks;
+3. reads each version's evidence from its probe run: ``<metric>``, ``baseline_concat_<metric>``,
+   ``baseline_ring_<metric>`` (lower is better for ``rmse``/``mae``/``poisson_deviance`` metrics);
+4. picks the best version and moves ``champion`` to it only if it beats the current champion and both
+   baselines by at least ``min_gain`` (and by something: a tie never moves the alias);
+5. records the decision and evidence on the version as tags ``promote.decision``, ``promote.reason``,
+   ``promote.evidence`` (JSON: values, run ids, folds digests), and the same on the promote run.
+
+Versions that have no probe record after step 2 (their probe failed) are never promoted. Running it
+again with nothing new changes no alias and probes nothing (idempotent).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from urbanrepml.errors import UrbanReprError
+from urbanrepml.tracking.registry import CHAMPION, get_version_by_alias, registered_model_name, set_alias
+
+LOWER_IS_BETTER = ("rmse", "mae", "poisson_deviance")
+PROMOTE_PREFIX = "promote."
+
+
+@dataclass
+class Evidence:
+    version: str
+    value: float
+    baseline_concat: float | None
+    baseline_ring: float | None
+    probe_run_id: str
+    folds_digest: str
+    run_id: str | None = None  # the run that produced the version
+
+
+@dataclass
+class Decision:
+    promote: bool
+    decision: str  # promoted | kept | rejected
+    reason: str
+    metric: str
+    min_gain: float
+    best: Evidence | None
+    champion: Evidence | None
+    previous_champion: str | None
+    probed: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def evidence_json(self) -> str:
+        d = {"metric": self.metric, "min_gain": self.min_gain, "decision": self.decision,
+             "best": asdict(self.best) if self.best else None, "champion": asdict(self.champion) if self.champion else None,
+             "previous_champion": self.previous_champion, "probed_now": self.probed, "skipped": self.skipped}
+        return json.dumps(d, sort_keys=True)
+
+
+def higher_is_better(metric: str) -> bool:
+    return not metric.startswith(LOWER_IS_BETTER) and "_".join(metric.split("_")[-2:]) not in LOWER_IS_BETTER
+
+
+def _gain(metric: str, a: float, b: float) -> float:
+    """How much better ``a`` is than ``b`` (positive = better)."""
+    return a - b if higher_is_better(metric) else b - a
+
+
+def has_probe_record(mv, probe: str = "ridge", block_resolution: int = 7, folds: int = 5) -> bool:
+    prefix = "probe." if probe == "ridge" else f"probe.{probe}."
+    t = mv.tags
+    if not (t.get(f"{prefix}run_id") and t.get(f"{prefix}folds_digest") and t.get(f"{prefix}mean_r2")):
+        return False
+    try:
+        return int(float(t.get(f"{prefix}block_resolution", -1))) == block_resolution and int(float(t.get(f"{prefix}folds", -1))) == folds
+    except ValueError:
+        return False
+
+
+def evidence_of(mv, metric: str, probe: str = "ridge", client: MlflowClient | None = None) -> Evidence:
+    """The version's probe evidence for ``metric`` (from its recorded probe run's metrics)."""
+    client = client or MlflowClient()
+    prefix = "probe." if probe == "ridge" else f"probe.{probe}."
+    run_id = mv.tags.get(f"{prefix}run_id")
+    if not run_id:
+        raise UrbanReprError(f"{mv.name} version {mv.version} has no probe record; probe it first (mlflow run . -e probe)")
+    try:
+        metrics = client.get_run(run_id).data.metrics
+    except MlflowException:
+        metrics = {}
+    value = metrics.get(metric)
+    if value is None:
+        tag_value = mv.tags.get(f"{prefix}{metric}")
+        value = float(tag_value) if tag_value not in (None, "") else None
+    if value is None:
+        known = sorted(k for k in metrics if not k.startswith(("baseline_", "reference_", "cells_", "coverage_")) and "_fold" not in k)
+        raise UrbanReprError(f"metric {metric!r} is not in the probe record of {mv.name} version {mv.version}; "
+                             f"choose one of {', '.join(known[:12]) or 'mean_r2'}")
+
+    def baseline(name):
+        v = metrics.get(f"baseline_{name}_{metric}")
+        if v is None and mv.tags.get(f"{prefix}baseline_{name}_{metric}"):
+            v = float(mv.tags[f"{prefix}baseline_{name}_{metric}"])
+        return v
+
+    return Evidence(str(mv.version), float(value), baseline("concat"), baseline("ring"), run_id,
+                    mv.tags.get(f"{prefix}folds_digest", ""), mv.run_id)
+
+
+def decide(evidence: dict[str, Evidence], champion: str | None, metric: str, min_gain: float) -> Decision:
+    """The promotion rule (pure): best by ``metric``; promote iff it beats the champion and both baselines."""
+    if not evidence:
+        raise UrbanReprError("refusing to promote: no version has a probe record; run the probe stage on a version first")
+    best = max(evidence.values(), key=lambda e: (e.value if higher_is_better(metric) else -e.value, int(e.version)))
+    champ = evidence.get(champion) if champion else None
+    base = dict(metric=metric, min_gain=min_gain, best=best, champion=champ, previous_champion=champion)
+    if champion == best.version:
+        return Decision(False, "kept", f"version {best.version} is already {CHAMPION} and still the best by {metric}", **base)
+    missing = [n for n, v in (("concat", best.baseline_concat), ("ring", best.baseline_ring)) if v is None]
+    if missing:
+        return Decision(False, "rejected", f"version {best.version} has no {' or '.join(missing)} baseline in its probe "
+                                           "record, so it cannot be shown to beat it", **base)
+    for name, v in (("concat", best.baseline_concat), ("ring", best.baseline_ring)):
+        g = _gain(metric, best.value, v)
+        if g <= 0 or g < min_gain:
+            return Decision(False, "rejected", f"version {best.version} {metric} {best.value:.4f} does not beat the {name} "
+                                               f"baseline {v:.4f} by {min_gain:g} (gain {g:+.4f})", **base)
+    if champion and champ is None:
+        return Decision(False, "rejected", f"current {CHAMPION} version {champion} has no probe record on these settings; "
+                                           "it is kept until it is probed", **base)
+    if champ is not None:
+        g = _gain(metric, best.value, champ.value)
+        if g <= 0 or g < min_gain:
+            return Decision(False, "rejected", f"version {best.version} {metric} {best.value:.4f} does not beat {CHAMPION} "
+                                               f"version {champ.version} ({champ.value:.4f}) by {min_gain:g} (gain {g:+.4f})", **base)
+    against = f"{CHAMPION} version {champ.version} ({champ.value:.4f})" if champ else f"no {CHAMPION} yet"
+    return Decision(True, "promoted", f"version {best.version} {metric} {best.value:.4f} beats {against}, concat "
+                                      f"{best.baseline_concat:.4f} and ring {best.baseline_ring:.4f} by >= {min_gain:g}", **base)
+
+
+def run_promote_stage(study_area: str, metric: str = "mean_r2", min_gain: float = 0.0, *, probe: str = "ridge",
+                      block_resolution: int = 7, folds: int = 5, seed: int = 0) -> Decision:
+    """See the module docstring. Returns the decision (also printed and recorded)."""
+    from urbanrepml.analysis.stage import run_probe_stage
+    from urbanrepml.config import load_study_area
+    from urbanrepml.tracking.runs import configure_tracking, stage_run, tag
+
+    if min_gain < 0:
+        raise UrbanReprError(f"min_gain must be >= 0, got {min_gain}")
+    spec = load_study_area(study_area)
+    configure_tracking()
+    client = MlflowClient()
+    name = registered_model_name(spec.name)
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        versions = []
+    if not versions:
+        raise UrbanReprError(f"registered model {name!r} has no versions to promote; run `mlflow run . -e fuse` "
+                             f"(or -e tune) with study_area={spec.name} first")
+    params = {"study_area": study_area, "metric": metric, "min_gain": min_gain, "promote.probe": probe,
+              "promote.block_resolution": block_resolution, "promote.folds": folds}
+    with stage_run("promote", spec.name, run_name="promote") as run:
+        present = client.get_run(run.info.run_id).data.params
+        mlflow.log_params({k: v for k, v in params.items() if k not in present})
+        probed, skipped = [], {}
+        for mv in sorted(versions, key=lambda v: int(v.version)):
+            if has_probe_record(mv, probe, block_resolution, folds):
+                continue
+            print(f"promote: probing {name} version {mv.version} (no probe record on these folds)", flush=True)
+            try:
+                run_probe_stage(study_area, model_uri=f"models:/{name}/{mv.version}", probe=probe,
+                                block_resolution=block_resolution, folds=folds, seed=seed, figures=False)
+                probed.append(str(mv.version))
+            except UrbanReprError as exc:
+                skipped[str(mv.version)] = f"probe failed: {exc}"
+                print(f"promote: version {mv.version} not probed ({exc}); it cannot be promoted", flush=True)
+        evidence: dict[str, Evidence] = {}
+        for mv in client.search_model_versions(f"name = '{name}'"):
+            if not has_probe_record(mv, probe, block_resolution, folds):
+                skipped.setdefault(str(mv.version), "no probe record")
+                continue
+            evidence[str(mv.version)] = evidence_of(mv, metric, probe, client)
+        champ_mv = get_version_by_alias(name, CHAMPION, client)
+        champion = str(champ_mv.version) if champ_mv else None
+        decision = decide(evidence, champion, metric, min_gain)
+        decision.probed, decision.skipped = probed, skipped
+        target = decision.best.version
+        if decision.promote:
+            set_alias(name, CHAMPION, target, client)
+        record = {
+            f"{PROMOTE_PREFIX}decision": decision.decision,
+            f"{PROMOTE_PREFIX}reason": decision.reason[:4000],
+            f"{PROMOTE_PREFIX}metric": metric,
+            f"{PROMOTE_PREFIX}value": f"{decision.best.value:.6g}",
+            f"{PROMOTE_PREFIX}run_id": run.info.run_id,
+            f"{PROMOTE_PREFIX}evidence": decision.evidence_json()[:5000],
+            f"{PROMOTE_PREFIX}time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        if decision.promote:
+            record[f"{PROMOTE_PREFIX}previous_champion"] = champion or "none"
+        for k, v in record.items():
+            client.set_model_version_tag(name, target, k, v)
+        mlflow.set_tags({tag("decision"): decision.decision, tag("best_version"): target,
+                         tag("champion_version"): target if decision.promote else (champion or "none"),
+                         "mlflow.note.content": decision.reason})
+        metrics = {"best_version": float(target), f"best_{metric}": decision.best.value, "versions": float(len(versions)),
+                   "versions_probed_now": float(len(probed)), "promoted": float(decision.promote)}
+        if decision.champion is not None:
+            metrics[f"champion_{metric}"] = decision.champion.value
+        for n, v in (("concat", decision.best.baseline_concat), ("ring", decision.best.baseline_ring)):
+            if v is not None:
+                metrics[f"baseline_{n}_{metric}"] = v
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict(json.loads(decision.evidence_json()), "promote/evidence.json")
+        print(f"promote: {decision.decision}: {decision.reason}", flush=True)
+        now = get_version_by_alias(name, CHAMPION, client)
+        print(f"promote: models:/{name}@{CHAMPION} -> " + (f"version {now.version}" if now else "not set"), flush=True)
+    return decision
