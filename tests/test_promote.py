@@ -130,3 +130,36 @@ def test_promote_without_versions_is_one_clear_line(tracking, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: registered model 'urbanrepml-poa_promote_empty' has no versions to promote; run "
                                    "`mlflow run . -e fuse` (or -e tune) with study_area=poa_promote_empty first")
+
+
+def test_pipeline_nested_runs_and_summary(tracking, tmp_path):
+    """`pipeline` on a small area whose only modality table already exists: reused, fuse -> probe -> promote nested."""
+    name = "poa_pipe"
+    area = poa_area(tmp_path, name)
+    modality_run = log_modality_table(area)
+    proc = _entry("pipeline.py", ["--study_area", area, "--epochs", "2"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "# Pipeline summary: poa_pipe" in proc.stdout and "| coords | reused |" in proc.stdout
+    client = MlflowClient(tracking)
+    exp = client.get_experiment_by_name(f"urbanrepml-{name}")
+    (parent,) = client.search_runs([exp.experiment_id], filter_string="tags.`urbanrepml.stage` = 'pipeline'")
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    stages = sorted(r.data.tags["urbanrepml.stage"] for r in children)
+    assert stages == ["fuse", "probe", "promote"]
+    by_stage = {r.data.tags["urbanrepml.stage"]: r for r in children}
+    assert by_stage["fuse"].data.params["inputs.modalities"] == "coords"
+    assert by_stage["fuse"].data.params["inputs.coords.run_id"] == modality_run
+    version = parent.data.tags["urbanrepml.registered_version"]
+    mv = client.get_model_version(f"urbanrepml-{name}", version)
+    assert mv.tags["probe.run_id"] == by_stage["probe"].info.run_id
+    assert mv.tags["promote.decision"] == parent.data.tags["urbanrepml.decision"] in ("promoted", "rejected")
+    m = parent.data.metrics
+    assert m["fused_mean_r2"] == pytest.approx(by_stage["probe"].data.metrics["mean_r2"])
+    assert m["baseline_ring_mean_r2"] == pytest.approx(by_stage["probe"].data.metrics["baseline_ring_mean_r2"])
+    assert m["fusion_best_val_loss"] == pytest.approx(by_stage["fuse"].data.metrics["best_val_loss"])
+    md = client.download_artifacts(parent.info.run_id, "summary/pipeline_summary.md", str(tmp_path / "dl"))
+    text = open(md).read()
+    assert "| baseline concat |" in text and "| lat/lon 10-NN |" in text and "| full_unet |" in text
+    csv = pd.read_csv(client.download_artifacts(parent.info.run_id, "summary/pipeline_summary.csv", str(tmp_path / "dl")))
+    assert set(csv["section"]) == {"modality", "fusion", "probe", "promote"}
