@@ -69,8 +69,8 @@ def log_modality_table(area: str) -> str:
 
 
 def run_entry(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "URBANREPML_DATA_DIR": str(cwd / "data")}
-    env.pop("MLFLOW_RUN_ID", None)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
+    env["URBANREPML_DATA_DIR"] = str(cwd / "data")
     return subprocess.run([sys.executable, str(REPO / "entrypoints" / script), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
@@ -196,7 +196,14 @@ def test_bad_inputs_are_one_clear_line(tracking, tmp_path):
 def test_cluster_entry_point(tracking, tmp_path):
     area = poa_area(tmp_path, "poa_e2e_cluster")
     coords_table(tmp_path / "emb.parquet", area)
-    proc = run_entry("cluster.py", ["--study_area", area, "--table", str(tmp_path / "emb.parquet"), "--k_min", "2", "--k_max", "4"], tmp_path)
+    # through `mlflow run`, which logs the entry point's params itself (empty ones as "''"): no clash
+    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "cluster", "--env-manager", "local",
+           "--experiment-name", "urbanrepml-poa_e2e_cluster"]
+    for k, v in {"study_area": area, "table": str(tmp_path / "emb.parquet"), "k_min": 2, "k_max": 4}.items():
+        cmd += ["-P", f"{k}={v}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
+    env["URBANREPML_DATA_DIR"] = str(tmp_path / "data")
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(tracking)
     run = only_run(client, "poa_e2e_cluster", "cluster")

@@ -120,6 +120,17 @@ def _baseline_features(inp: ProbeInput, spec, area) -> tuple[dict[str, pd.DataFr
     return frames, f"{fallback}baselines computed from modality tables {mods}"
 
 
+def _log_new_params(params: dict) -> None:
+    """Log params the run does not hold yet (under ``mlflow run`` the CLI has logged the entry point's own, as typed)."""
+    import mlflow
+
+    run = mlflow.active_run()
+    existing = mlflow.get_run(run.info.run_id).data.params if run else {}
+    fresh = {k: v for k, v in params.items() if k not in existing}
+    if fresh:
+        mlflow.log_params(fresh)
+
+
 def _summary_rows(results: dict[str, CVResult]) -> pd.DataFrame:
     rows = []
     for feature_set, res in results.items():
@@ -176,7 +187,8 @@ def run_probe_stage(
     tags = {"probe": probe, "cv": cv, "resolution": res, "input": inp.kind}
     if inp.model_version:
         tags["model_version"] = f"{inp.model_version[0]}/{inp.model_version[1]}"
-    with stage_run("probe", spec.name, params=params, tags=tags, run_name=f"probe-{probe}-{inp.kind}") as run:
+    with stage_run("probe", spec.name, tags=tags, run_name=f"probe-{probe}-{inp.kind}") as run:
+        _log_new_params(params)
         start = time.perf_counter()
         source = inp.uri if inp.kind == "model" else None
         if inp.table.path is not None:
@@ -279,8 +291,8 @@ def run_cluster_stage(study_area: str, *, model_uri: str | None = None, table: s
     area = build_area(spec, resolutions)
     params = {"study_area": study_area, "model_uri": model_uri or "", "table": table or "", "k_min": k_min,
               "k_max": k_max, "seed": seed, "resolved.input": inp.uri, "resolutions": ",".join(map(str, resolutions))}
-    with stage_run("cluster", spec.name, params=params, tags={"input": inp.kind, "resolution": res},
-                   run_name=f"cluster-{inp.kind}") as run:
+    with stage_run("cluster", spec.name, tags={"input": inp.kind, "resolution": res}, run_name=f"cluster-{inp.kind}") as run:
+        _log_new_params(params)
         if inp.table.path is not None:
             log_table_input("embeddings", inp.table.path, source_uri=inp.uri if inp.kind == "model" else None, context="cluster_input")
         result = cluster_embeddings(inp.table.frame, resolutions, k_min, k_max, seed)
