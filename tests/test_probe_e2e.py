@@ -151,8 +151,13 @@ def test_registered_model_probe_records_on_version(tracking, tmp_path):
     assert probe_run.data.tags["urbanrepml.model_version"] == f"urbanrepml-poa_e2e_model/{mv.version}"
     note = probe_run.data.tags["mlflow.note.content"]
     assert "no @champion" in note and f"baselines from run {run.info.run_id}" in note
-    # the baselines fetched from the fuse run are the ones it logged: same cells, same numbers as recomputing them
     assert metrics["cells_probed"] == 1227
+    # inside another stage's run (promote, pipeline) the probe is a nested child run
+    with stage_run("promote", "poa_e2e_model") as parent:
+        again = run_probe_stage(area, model_uri=f"models:/{mv.name}/{mv.version}", figures=False)
+    assert again["mean_r2"] == pytest.approx(metrics["mean_r2"])  # deterministic
+    children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert [c.data.tags["urbanrepml.stage"] for c in children] == ["probe"]
 
 
 def test_bad_inputs_are_one_clear_line(tracking, tmp_path):

@@ -150,8 +150,12 @@ def run_probe_stage(
     cv: str = "spatial",
     seed: int = 0,
     figures: bool = True,
+    nested: bool | None = None,
 ) -> dict[str, float]:
-    """Probe one embedding table or registered model against the study area's targets; return the logged metrics."""
+    """Probe one embedding table or registered model against the study area's targets; return the logged metrics.
+
+    ``nested``: run as a child of the active run (default: when a run is active, e.g. inside ``promote``/``pipeline``).
+    """
     import mlflow
 
     from urbanrepml.tracking import configure_tracking, log_figure, log_source_files, log_table_input, stage_run
@@ -187,7 +191,9 @@ def run_probe_stage(
     tags = {"probe": probe, "cv": cv, "resolution": res, "input": inp.kind}
     if inp.model_version:
         tags["model_version"] = f"{inp.model_version[0]}/{inp.model_version[1]}"
-    with stage_run("probe", spec.name, tags=tags, run_name=f"probe-{probe}-{inp.kind}") as run:
+    if nested is None:
+        nested = mlflow.active_run() is not None
+    with stage_run("probe", spec.name, tags=tags, run_name=f"probe-{probe}-{inp.kind}", nested=nested) as run:
         _log_new_params(params)
         start = time.perf_counter()
         source = inp.uri if inp.kind == "model" else None
@@ -276,7 +282,7 @@ def _load_for_cluster(study_area: str, model_uri: str | None, table: str | None)
 
 
 def run_cluster_stage(study_area: str, *, model_uri: str | None = None, table: str | None = None,
-                      k_min: int = 2, k_max: int = 10, seed: int = 0, coarser: int = 2) -> pd.DataFrame:
+                      k_min: int = 2, k_max: int = 10, seed: int = 0, coarser: int = 2, nested: bool | None = None) -> pd.DataFrame:
     """k-means over ``k_min..k_max`` at the table's resolution and ``coarser`` coarser ones; log scores, labels, maps."""
     import mlflow
 
@@ -291,7 +297,10 @@ def run_cluster_stage(study_area: str, *, model_uri: str | None = None, table: s
     area = build_area(spec, resolutions)
     params = {"study_area": study_area, "model_uri": model_uri or "", "table": table or "", "k_min": k_min,
               "k_max": k_max, "seed": seed, "resolved.input": inp.uri, "resolutions": ",".join(map(str, resolutions))}
-    with stage_run("cluster", spec.name, tags={"input": inp.kind, "resolution": res}, run_name=f"cluster-{inp.kind}") as run:
+    if nested is None:
+        nested = mlflow.active_run() is not None
+    with stage_run("cluster", spec.name, tags={"input": inp.kind, "resolution": res}, run_name=f"cluster-{inp.kind}",
+                   nested=nested) as run:
         _log_new_params(params)
         if inp.table.path is not None:
             log_table_input("embeddings", inp.table.path, source_uri=inp.uri if inp.kind == "model" else None, context="cluster_input")
