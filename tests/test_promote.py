@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.test_probe_e2e import coords_table, log_modality_table, poa_area
-from tests.test_tuning import _entry
+from tests.test_tuning import _entry, _main
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.tracking.promotion import Evidence, decide, evidence_of
 
@@ -124,11 +124,11 @@ def test_decide_rules_and_refusals(tracking):
         evidence_of(MV(), "mean_r2")
 
 
-def test_promote_without_versions_is_one_clear_line(tracking, tmp_path):
+def test_promote_without_versions_is_one_clear_line(tracking, tmp_path, capsys):
     area = poa_area(tmp_path, "poa_promote_empty")
-    proc = _entry("promote.py", ["--study_area", area], tmp_path)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == ("error: registered model 'urbanrepml-poa_promote_empty' has no versions to promote; run "
+    code, _, err = _main("promote.py", ["--study_area", area], capsys)
+    assert code == 2
+    assert err.strip() == ("error: registered model 'urbanrepml-poa_promote_empty' has no versions to promote; run "
                                    "`mlflow run . -e fuse` (or -e tune) with study_area=poa_promote_empty first")
 
 

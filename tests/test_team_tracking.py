@@ -29,7 +29,8 @@ def run_entry(entry: str, params: dict, env_extra: dict, cwd, experiment: str):
     for k, v in params.items():
         cmd += ["-P", f"{k}={v}"]
     env = {**os.environ, "URBANREPML_DATA_DIR": str(cwd / "data"), **env_extra}
-    env.pop("MLFLOW_RUN_ID", None)
+    for _k in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(_k, None)
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 

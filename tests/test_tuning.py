@@ -28,24 +28,42 @@ from urbanrepml.errors import UrbanReprError
 
 def _entry(script: str, args: list[str], cwd, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "URBANREPML_DATA_DIR": str(cwd / "data"), "PYTHONPATH": str(REPO), **(env_extra or {})}
-    env.pop("MLFLOW_RUN_ID", None)
+    for _k in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(_k, None)
     return subprocess.run([sys.executable, str(REPO / "entrypoints" / script), *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=300)
+
+
+def _main(script: str, args: list[str], capsys) -> tuple[int, str, str]:
+    """Run an entry script's main() in this process (same code path as the CLI, without the start-up cost)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"entry_{script[:-3]}", REPO / "entrypoints" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    code = 0
+    try:
+        module.main(args)
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 def _children(client: MlflowClient, parent) -> list:
     return client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
 
 
-def test_tune_fusion_end_to_end_and_continue(tracking, tmp_path):
+def test_tune_fusion_end_to_end_and_continue(tracking, tmp_path, capsys):
     """`mlflow run . -e tune` on a small area: nested trial runs, best on the parent, plots, candidate registered; continue."""
     area = poa_area(tmp_path, "poa_tune")
     log_modality_table(area)
     cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "tune", "--env-manager", "local",
-           "-P", f"study_area={area}", "-P", "n_trials=2", "-P", "max_epochs=2", "-P", "models=full_unet,ring",
+           "--experiment-name", "urbanrepml-poa_tune", "-P", f"study_area={area}", "-P", "n_trials=2", "-P", "max_epochs=2", "-P", "models=full_unet,ring",
            "-P", "sampler=random"]
     env = {**os.environ, "URBANREPML_DATA_DIR": str(tmp_path / "data")}
-    env.pop("MLFLOW_RUN_ID", None)
+    for _k in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(_k, None)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=400)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "registered urbanrepml-poa_tune/1 with alias candidate" in proc.stdout
@@ -87,36 +105,39 @@ def test_tune_fusion_end_to_end_and_continue(tracking, tmp_path):
     assert {a.path for a in client.list_artifacts(best_run, "baselines")} >= {"baselines/concat_res9.parquet", "baselines/ring_res9.parquet"}
 
     # Same study_name + storage: the study continues (2 -> 3 finished), a new parent run, no duplicate registration.
-    proc = _entry("tune.py", ["--study_area", area, "--n_trials", "1", "--max_epochs", "2", "--models", "full_unet,ring",
-                              "--sampler", "random"], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "continuing from 2 trials" in proc.stdout
+    code, out, err = _main("tune.py", ["--study_area", area, "--n_trials", "1", "--max_epochs", "2", "--models", "full_unet,ring",
+                                       "--sampler", "random"], capsys)
+    assert code == 0, err[-4000:]
+    assert "continuing from 2 trials" in out
     study = optuna.load_study(study_name="tune-poa_tune", storage=optuna_db)
     assert len(study.trials) == 3
     parents = client.search_runs([exp.experiment_id], filter_string="tags.`urbanrepml.stage` = 'tune'")
     assert len(parents) == 2
 
 
-def test_bad_input_lines(tracking, tmp_path):
+def test_bad_input_lines(tracking, tmp_path, capsys):
     # n_trials=0
-    proc = _entry("tune.py", ["--study_area", "porto_alegre", "--n_trials", "0"], tmp_path)
-    assert proc.returncode == 2 and proc.stderr.strip() == "error: n_trials must be at least 1, got 0"
+    code, _, err = _main("tune.py", ["--study_area", "porto_alegre", "--n_trials", "0"], capsys)
+    assert code == 2 and err.strip() == "error: n_trials must be at least 1, got 0"
     # unreachable PostgreSQL URL: named, password hidden, one line, no run left behind
     from tests.mlflow_server import free_port
 
     secret = "s3cr3t-" + secrets.token_hex(4)
     url = f"postgresql://alice:{secret}@127.0.0.1:{free_port()}/optuna"
-    proc = _entry("tune.py", ["--study_area", "porto_alegre", "--n_trials", "2", "--storage", url], tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    line = proc.stderr.strip()
-    assert len(line.splitlines()) == 1 and secret not in proc.stderr + proc.stdout
-    assert line.startswith(f"error: optuna storage postgresql+psycopg2://alice:***@127.0.0.1:") and "not reachable" in line
+    code, out, err = _main("tune.py", ["--study_area", "porto_alegre", "--n_trials", "2", "--storage", url], capsys)
+    assert code == 2, err
+    line = err.strip()
+    assert len(line.splitlines()) == 1 and secret not in err + out
+    assert line.startswith("error: optuna storage postgresql+psycopg2://alice:***@127.0.0.1:") and "not reachable" in line
     exp = MlflowClient(tracking).get_experiment_by_name("urbanrepml-porto_alegre")
     if exp is not None:
         assert not MlflowClient(tracking).search_runs([exp.experiment_id], filter_string="tags.`urbanrepml.stage` = 'tune'")
     # a storage that is neither a URL nor a known file kind
-    proc = _entry("tune.py", ["--study_area", "porto_alegre", "--storage", "somewhere.txt"], tmp_path)
-    assert proc.returncode == 2 and "neither a URL nor a .db/.journal file" in proc.stderr
+    code, _, err = _main("tune.py", ["--study_area", "porto_alegre", "--storage", "somewhere.txt"], capsys)
+    assert code == 2 and "neither a URL nor a .db/.journal file" in err
+    # the CLI itself: one line on stderr, exit 2 (one real process)
+    proc = _entry("tune.py", ["--study_area", "porto_alegre", "--n_trials", "0"], tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: n_trials must be at least 1, got 0"
 
 
 def test_same_name_other_space_is_refused_and_states_are_recorded(tracking, tmp_path):

@@ -33,7 +33,8 @@ def _worker(url: str, study: str, parent: str, experiment: str, name: str, objec
            "--objective_kwargs", json.dumps(kwargs), "--sampler", "random", "--pruner", "none",
            "--heartbeat_interval", "1", "--grace_period", "3", "--worker", name]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("MLFLOW_RUN_ID", None)
+    for _k in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(_k, None)
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 

@@ -151,7 +151,8 @@ class TuneResult:
 
 
 def _spawn_worker(args: dict, worker: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}  # else the worker would attach to the parent
+    # without MLFLOW_RUN_ID, else the worker would attach to the parent; the experiment is passed explicitly
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
     from urbanrepml.tracking import resolve_tracking_uri
 
     env["MLFLOW_TRACKING_URI"] = resolve_tracking_uri()
