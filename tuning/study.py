@@ -264,6 +264,7 @@ def run_tuning(study_area: str, objective, *, n_trials: int, timeout: float = 0,
         except ValueError:
             pass
         registered = None
+        already = False
         best_run = None
         if best is not None:
             best_run = best.user_attrs.get("mlflow_run_id")
@@ -279,6 +280,7 @@ def run_tuning(study_area: str, objective, *, n_trials: int, timeout: float = 0,
                             study.set_user_attr(REGISTERED_ATTR, f"{best.number}:{registered}")
                     else:
                         registered = done.split(":", 1)[1]
+                        already = True
                 if registered:
                     mlflow.set_tag(tag("registered_version"), registered)
         mlflow.log_metrics(metrics)
@@ -288,7 +290,8 @@ def run_tuning(study_area: str, objective, *, n_trials: int, timeout: float = 0,
         if best is not None:
             lines.append(f"best trial {best.number}: score {best.value:.4f} params {best.params} (run {best_run})")
         if registered:
-            lines.append(f"registered {registered} with alias candidate")
+            lines.append(f"best trial already registered as {registered}" if already
+                         else f"registered {registered} with alias candidate")
         lines += notes
         mlflow.set_tag("mlflow.note.content", "\n".join(lines))
         print("\n".join(f"tune: {line}" for line in lines), flush=True)
