@@ -15,6 +15,24 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
+# MLflow exports these to the environment (set_experiment, mlflow run); a test must not leak them to the next.
+MLFLOW_RUN_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """os.environ without MLflow's run/experiment variables, plus ``extra``: the env for a child process."""
+    return {**{k: v for k, v in os.environ.items() if k not in MLFLOW_RUN_ENV}, **extra}
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_mlflow_run_env():
+    saved = {k: os.environ.pop(k) for k in MLFLOW_RUN_ENV if k in os.environ}
+    yield
+    for k in MLFLOW_RUN_ENV:
+        os.environ.pop(k, None)
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def tracking_server(tmp_path_factory):
     """URL of a real `mlflow server` (SQLite backend, served artifacts) shared by the session."""
