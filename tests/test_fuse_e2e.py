@@ -12,7 +12,9 @@ from urbanrepml.areas import h3ops
 from urbanrepml.tables import read_table
 
 
-def test_fuse_entry_point_builds_modalities_trains_and_registers(tracking_server, tmp_path):
+def test_fuse_entry_point_builds_modalities_trains_and_registers(tracking_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")  # a short run still samples
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
     proc = run_mlflow_project("fuse", {"epochs": 4, "checkpoint_every": 2}, tracking_server, tmp_path, experiment="fuse-e2e")
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(tracking_server)

@@ -31,32 +31,46 @@ from urbanrepml.areas import h3ops
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.fusion.hierarchy import CellLevels, Hierarchy, hierarchy_from_arrays
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
 class Cones:
-    """Cone membership per level (finest first) in CSR form.
+    """The cones over ``levels``, stored as O(roots) arrays (nothing per cell).
 
-    ``ptr[l]`` (n_cones + 1) and ``members[l]`` (positions into ``levels.cells[l]``):
-    cone ``c`` holds ``members[l][ptr[l][c]:ptr[l][c+1]]``; ``root_of[l]`` is the
-    root (= centre cone) of each level-``l`` cell.
+    Cells are sorted ``uint64`` and H3 orders descendants of a cell contiguously, so
+    the level-``l`` cells under root ``r`` are ``levels.cells[l][start[l][r]:start[l][r+1]]``.
+    Cone ``c`` holds the roots ``disk[disk_ptr[c]:disk_ptr[c+1]]`` (``c`` itself and its
+    ``k``-ring, sorted) and their descendants.
     """
 
     levels: CellLevels
     root_resolution: int
     k: int
     roots: np.ndarray
-    ptr: list[np.ndarray]
-    members: list[np.ndarray]
-    root_of: list[np.ndarray]
+    disk_ptr: np.ndarray
+    disk: np.ndarray
+    start: list[np.ndarray]
 
     @property
     def n_cones(self) -> int:
         return len(self.roots)
 
     def sizes(self, level: int = 0) -> np.ndarray:
-        return np.diff(self.ptr[level])
+        """Cells per cone at ``level``."""
+        count = np.diff(self.start[level])
+        cone = np.repeat(np.arange(self.n_cones), np.diff(self.disk_ptr))
+        return np.bincount(cone, weights=count[self.disk], minlength=self.n_cones).astype(np.int64)
+
+    def members(self, level: int, cone: int) -> np.ndarray:
+        """Positions (into ``levels.cells[level]``) of the cells of ``cone`` at ``level``, sorted."""
+        roots = self.disk[self.disk_ptr[cone]:self.disk_ptr[cone + 1]]
+        st = self.start[level]
+        return _expand_ranges(st[roots], st[roots + 1] - st[roots])
+
+    def root_of(self, level: int) -> np.ndarray:
+        """Root (= centre cone) of every level-``l`` cell."""
+        return np.repeat(np.arange(self.n_cones), np.diff(self.start[level]))
 
 
 def _expand_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -79,6 +93,7 @@ def build_cones(levels: CellLevels, root_resolution: int, k: int = 1, *, cache_d
         )
     if k < 0:
         raise UrbanReprError(f"cone ring k must be >= 0, got {k}")
+    n = len(levels.cells)
     path = None
     if cache_dir is not None:
         digest = hashlib.sha256(levels.cells[0].tobytes())
@@ -86,9 +101,8 @@ def build_cones(levels: CellLevels, root_resolution: int, k: int = 1, *, cache_d
         path = Path(cache_dir) / f"cones-{digest.hexdigest()[:16]}.npz"
         if path.is_file():
             with np.load(path) as data:
-                n = len(levels.cells)
-                return Cones(levels, root_resolution, k, data["roots"], [data[f"ptr{l}"] for l in range(n)],
-                             [data[f"members{l}"] for l in range(n)], [data[f"root_of{l}"] for l in range(n)])
+                return Cones(levels, root_resolution, k, data["roots"], data["disk_ptr"], data["disk"],
+                             [data[f"start{l}"] for l in range(n)])
     roots = np.unique(h3ops.parent_cells(levels.cells[-1], root_resolution))
     ring = h3ops.neighbour_edges(roots, k) if k > 0 else np.zeros((2, 0), dtype=np.int64)
     own = np.arange(len(roots), dtype=np.int64)
@@ -96,27 +110,19 @@ def build_cones(levels: CellLevels, root_resolution: int, k: int = 1, *, cache_d
     disk = np.concatenate([own, ring[1]])
     order = np.lexsort((disk, cone))
     cone, disk = cone[order], disk[order]
-    ptrs, members, root_of = [], [], []
+    disk_ptr = np.zeros(len(roots) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(cone, minlength=len(roots)), out=disk_ptr[1:])
+    start = []
     for cells in levels.cells:
+        # parents of sorted cells are sorted, so each root's descendants are one contiguous run
         rof = h3ops.positions(roots, h3ops.parent_cells(cells, root_resolution))
-        by_root = np.argsort(rof, kind="stable")
-        count = np.bincount(rof, minlength=len(roots))
-        start = np.cumsum(count) - count
-        sizes = np.bincount(cone, weights=count[disk], minlength=len(roots)).astype(np.int64)
-        ptr = np.zeros(len(roots) + 1, dtype=np.int64)
-        np.cumsum(sizes, out=ptr[1:])
-        members.append(by_root[_expand_ranges(start[disk], count[disk])])
-        ptrs.append(ptr)
-        root_of.append(rof)
-    cones = Cones(levels, root_resolution, k, roots, ptrs, members, root_of)
+        start.append(np.searchsorted(rof, np.arange(len(roots) + 1)).astype(np.int64))
+    cones = Cones(levels, root_resolution, k, roots, disk_ptr, disk, start)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".cones-", suffix=".npz", dir=path.parent)
         os.close(fd)
-        arrays = {"roots": roots}
-        for l in range(len(levels.cells)):
-            arrays.update({f"ptr{l}": ptrs[l], f"members{l}": members[l], f"root_of{l}": root_of[l]})
-        np.savez(tmp, **arrays)
+        np.savez(tmp, roots=roots, disk_ptr=disk_ptr, disk=disk, **{f"start{l}": start[l] for l in range(n)})
         os.replace(tmp, path)
     return cones
 
@@ -135,56 +141,57 @@ class ConeBatch:
     centre0: np.ndarray
 
 
-def _csr_of_edges(edges: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(edges[0], kind="stable")
-    ptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(edges[0], minlength=n), out=ptr[1:])
-    return ptr, edges[1][order]
-
-
 class ConeBatcher:
-    """Assembles :class:`ConeBatch` es from :class:`Cones` (neighbour lists prepared once)."""
+    """Assembles :class:`ConeBatch` es; neighbours and parents are found per batch (memory O(batch))."""
 
     def __init__(self, cones: Cones):
         self.cones = cones
-        self._adj = [_csr_of_edges(e, len(c)) for e, c in zip(cones.levels.edges, cones.levels.cells)]
 
     def batch(self, cone_ids: Sequence[int] | np.ndarray) -> ConeBatch:
         cones = self.cones
+        levels = cones.levels
         ids = np.asarray(cone_ids, dtype=np.int64)
+        dcount = cones.disk_ptr[ids + 1] - cones.disk_ptr[ids]
+        pair_root = cones.disk[_expand_ranges(cones.disk_ptr[ids], dcount)]
+        pair_b = np.repeat(np.arange(len(ids), dtype=np.int64), dcount)
         sizes, edges, parents = [], [], [None]
-        keys_sorted, perm_sorted, globals_ = [], [], []
-        for l, cells in enumerate(cones.levels.cells):
+        prev: tuple[np.ndarray, np.ndarray] | None = None
+        centre0 = cells0 = None
+        for l, cells in enumerate(levels.cells):
             n = len(cells)
-            ptr, mem = cones.ptr[l], cones.members[l]
-            counts = ptr[ids + 1] - ptr[ids]
-            g = mem[_expand_ranges(ptr[ids], counts)]
-            bpos = np.repeat(np.arange(len(ids), dtype=np.int64), counts)
-            keys = bpos * n + g
-            perm = np.argsort(keys, kind="stable")
-            skeys = keys[perm]
-            # induced subgraph of each cone: neighbours of (cone, u) that are members of the same cone
-            aptr, anb = self._adj[l]
-            deg = aptr[g + 1] - aptr[g]
-            nb = anb[_expand_ranges(aptr[g], deg)]
-            src = np.repeat(np.arange(len(g), dtype=np.int64), deg)
-            qkeys = np.repeat(bpos, deg) * n + nb
-            pos = np.minimum(np.searchsorted(skeys, qkeys), max(len(skeys) - 1, 0))
-            hit = skeys[pos] == qkeys
-            edges.append(np.stack([src[hit], perm[pos[hit]]]))
-            if l > 0:
-                child_g, child_b = globals_[-1]
-                pkeys = child_b * n + cones.levels.parents[l][child_g]
-                ppos = np.searchsorted(skeys, pkeys)
-                assert (skeys[ppos] == pkeys).all(), "cones must be closed under parents"
-                parents.append(perm[ppos])
+            st = cones.start[l]
+            counts = st[pair_root + 1] - st[pair_root]
+            g = _expand_ranges(st[pair_root], counts)  # sorted within each cone
+            bpos = np.repeat(pair_b, counts)
+            keys = bpos * n + g  # sorted: cones in batch order, cells sorted inside
+            if l == 0:
+                cells0 = g
+                centre0 = np.repeat(pair_root, counts) == ids[bpos]
+            # induced 1-ring subgraph of each cone
+            uniq, inv = np.unique(g, return_inverse=True)
+            local = h3ops.neighbour_edges(cells[uniq])  # among the batch's cells; grouped by source
+            order = np.argsort(local[0], kind="stable")
+            deg = np.bincount(local[0], minlength=len(uniq))
+            ptr = np.zeros(len(uniq) + 1, dtype=np.int64)
+            np.cumsum(deg, out=ptr[1:])
+            mdeg = deg[inv]
+            nb = uniq[local[1][order][_expand_ranges(ptr[inv], mdeg)]]
+            src = np.repeat(np.arange(len(g), dtype=np.int64), mdeg)
+            qkeys = np.repeat(bpos, mdeg) * n + nb
+            pos = np.minimum(np.searchsorted(keys, qkeys), max(len(keys) - 1, 0))
+            hit = keys[pos] == qkeys
+            edges.append(np.stack([src[hit], pos[hit]]))
+            if prev is not None:
+                child_g, child_b = prev
+                res = levels.resolutions[l]
+                ppos = h3ops.positions(cells, h3ops.parent_cells(levels.cells[l - 1][child_g], res))
+                pkeys = child_b * n + ppos
+                at = np.searchsorted(keys, pkeys)
+                assert (keys[at] == pkeys).all(), "cones must be closed under parents"
+                parents.append(at)
             sizes.append(len(g))
-            globals_.append((g, bpos))
-            keys_sorted.append(skeys)
-            perm_sorted.append(perm)
-        g0, b0 = globals_[0]
-        centre = cones.root_of[0][g0] == ids[b0]
-        return ConeBatch(ids, hierarchy_from_arrays(sizes, edges, parents), g0, centre)
+            prev = (g, bpos)
+        return ConeBatch(ids, hierarchy_from_arrays(sizes, edges, parents), cells0, centre0)
 
 
 def iterate_batches(cones: Cones, order: np.ndarray, batch_size: int) -> Iterator[ConeBatch]:

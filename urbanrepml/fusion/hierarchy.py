@@ -73,10 +73,11 @@ class CellLevels:
         return hierarchy_from_arrays([len(c) for c in self.cells], self.edges, self.parents)
 
 
-def cell_levels(cells: np.ndarray, resolutions: Sequence[int]) -> CellLevels:
+def cell_levels(cells: np.ndarray, resolutions: Sequence[int], with_edges: bool = True) -> CellLevels:
     """Finest cells (sorted unique ``uint64``) -> cells, 1-ring edges and parent maps of every resolution.
 
     ``resolutions`` in any order; the finest must be the cells' resolution.
+    ``with_edges=False`` leaves ``edges`` empty (cones find neighbours per batch).
     """
     res = sorted(set(int(r) for r in resolutions), reverse=True)
     cells = np.asarray(cells, dtype=np.uint64)
@@ -89,5 +90,5 @@ def cell_levels(cells: np.ndarray, resolutions: Sequence[int]) -> CellLevels:
         coarse = np.unique(up)
         parents.append(h3ops.positions(coarse, up))
         levels.append(coarse)
-    edges = [h3ops.neighbour_edges(c) for c in levels]
+    edges = [h3ops.neighbour_edges(c) for c in levels] if with_edges else []
     return CellLevels(tuple(res), levels, edges, parents)

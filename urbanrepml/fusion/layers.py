@@ -133,15 +133,95 @@ class GCNBlock(nn.Module):
     """``n`` pre-norm residual GCN layers: ``h = h + dropout(gelu(conv(norm(h))))``.
 
     Input and output width ``dim``; ``forward(x, graph)``.
+
+    When gradients are needed the whole block runs as one autograd function
+    (:class:`_GCNBlockFn`) that keeps only each layer's pre-activation (and
+    dropout mask) plus the block's output: a layer's input is recovered in the
+    backward pass by undoing the residual update (``x_l = x_{l+1} - g_l``, as in
+    reversible networks), and the layer norm is recomputed from it. That is one
+    ``N x dim`` tensor per layer instead of about three with plain autograd.
+    ``fused=False`` runs the plain module graph (same parameters, same result up
+    to float rounding).
     """
 
-    def __init__(self, dim: int, n_layers: int, dropout: float = 0.0):
+    def __init__(self, dim: int, n_layers: int, dropout: float = 0.0, fused: bool = True):
         super().__init__()
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(n_layers))
         self.convs = nn.ModuleList(GCNConv(dim, dim) for _ in range(n_layers))
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.p = float(dropout)
+        self.fused = fused
 
     def forward(self, x: Tensor, graph: SparseOp) -> Tensor:
+        if not self.convs:
+            return x
+        p = self.p if self.training else 0.0
+        if self.fused and torch.is_grad_enabled():
+            params = []
+            for norm, conv in zip(self.norms, self.convs):
+                params += [norm.weight, norm.bias, conv.lin.weight, conv.bias]
+            mat_t = graph.mat if graph.mat_t is None else graph.mat_t
+            return _GCNBlockFn.apply(x, graph.mat, mat_t, p, *params)
         for norm, conv in zip(self.norms, self.convs):
-            x = x + self.dropout(nn.functional.gelu(conv(norm(x), graph)))
+            x = x + nn.functional.dropout(nn.functional.gelu(conv(norm(x), graph)), p, self.training)
         return x
+
+
+class _GCNBlockFn(torch.autograd.Function):
+    """Forward/backward of :class:`GCNBlock` with reversible residuals (see its docstring)."""
+
+    @staticmethod
+    def forward(ctx, x, mat, mat_t, p, *params):  # type: ignore[override]
+        hs, masks = [], []
+        scale = 1.0 / (1.0 - p) if p > 0 else 1.0
+        for i in range(0, len(params), 4):
+            gamma, beta, weight, bias = params[i:i + 4]
+            n = nn.functional.layer_norm(x, (x.shape[-1],), gamma, beta, 1e-5)
+            h = (mat @ (n @ weight.t())) + bias
+            g = nn.functional.gelu(h)
+            if p > 0:
+                mask = torch.empty_like(h, dtype=torch.bool).bernoulli_(1.0 - p)
+                g = g * mask * scale
+                masks.append(mask)
+            x = x + g
+            hs.append(h)
+        ctx.save_for_backward(x, *hs, *masks, *params)
+        ctx.mat_t, ctx.p, ctx.n_layers = mat_t, p, len(hs)
+        return x
+
+    @staticmethod
+    def backward(ctx, gy):  # type: ignore[override]
+        saved = ctx.saved_tensors
+        L, p = ctx.n_layers, ctx.p
+        hs = saved[1:1 + L]
+        masks = saved[1 + L:1 + 2 * L] if p > 0 else [None] * L
+        params = saved[1 + (2 if p > 0 else 1) * L:]
+        scale = 1.0 / (1.0 - p) if p > 0 else 1.0
+        grads: list[Tensor | None] = [None] * len(params)
+        x = saved[0].clone()  # walked back layer by layer, in place
+        gy = gy.contiguous().clone()
+        dim = (x.shape[-1],)
+        for l in range(L - 1, -1, -1):
+            gamma, beta, weight, bias = params[4 * l:4 * l + 4]
+            h, mask = hs[l], masks[l]
+            g = nn.functional.gelu(h)
+            if mask is None:
+                dg = gy
+            else:
+                g.mul_(mask).mul_(scale)
+                dg = gy * mask * scale
+            x.sub_(g)  # the layer's input, recovered
+            del g
+            gh = torch.ops.aten.gelu_backward(dg, h)
+            del dg
+            gbias = gh.sum(0)
+            gu = ctx.mat_t @ gh
+            del gh
+            n, mean, rstd = torch.native_layer_norm(x, dim, gamma, beta, 1e-5)
+            gweight = gu.t() @ n
+            del n
+            gn = gu @ weight
+            del gu
+            gx, ggamma, gbeta = torch.ops.aten.native_layer_norm_backward(gn, x, dim, mean, rstd, gamma, beta, [True, True, True])
+            gy.add_(gx)
+            grads[4 * l:4 * l + 4] = [ggamma, gbeta, gweight, gbias]
+        return (gy, None, None, None, *grads)

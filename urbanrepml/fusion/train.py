@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -38,6 +39,7 @@ from urbanrepml.areas import h3ops
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.fusion.cones import ConeBatcher, build_cones
 from urbanrepml.fusion.hierarchy import cell_levels
+from urbanrepml.fusion.memory import limit_heap_fragmentation
 from urbanrepml.fusion.unet import ConeBatchingUNet, FullAreaUNet, unet_losses
 
 LEARNED_MODELS = ("full_unet", "cone_unet")
@@ -232,10 +234,12 @@ class Trainer:
             raise UrbanReprError(f"val_block_resolution {cfg.block_resolution} must be coarser than {finest}")
         self.cfg = cfg
         self.progress = progress
+        if os.environ.get("URBANREPML_LOW_MEMORY", "").lower() in ("1", "true", "yes"):
+            limit_heap_fragmentation()  # less peak memory on CPU, about 2x slower epochs (docs/fusion.md)
         self.rank, self.world = _dist()
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
-        self.levels = cell_levels(cells, cfg.resolutions)
+        self.levels = cell_levels(cells, cfg.resolutions, with_edges=cfg.model == "full_unet")
         self.x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
         val = spatial_split(cells, cfg.block_resolution, cfg.val_fraction, cfg.seed)
         self.val_mask = torch.from_numpy(val).to(self.device)
