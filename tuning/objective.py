@@ -188,7 +188,7 @@ class FusionObjective:
     def __call__(self, trial) -> float:
         import mlflow
 
-        from urbanrepml.fusion.stage import FUSED, _fused_table
+        from urbanrepml.fusion.stage import FUSED, fused_table
         from urbanrepml.tables import write_table
         from urbanrepml.tracking import log_embedding_table
 
@@ -201,7 +201,7 @@ class FusionObjective:
         cv = self._score(values)
         mlflow.log_metrics({**extra, **cv.flat(), "embedding_dim": values.shape[1]})
         run_id = mlflow.active_run().info.run_id
-        table = _fused_table(values.astype(np.float32), self.inputs, run_id, {"model": cfg["model"], "tune_trial": trial.number})
+        table = fused_table(values.astype(np.float32), self.inputs, run_id, {"model": cfg["model"], "tune_trial": trial.number})
         with tempfile.TemporaryDirectory() as tmp:
             write_table(table, Path(tmp) / f"{FUSED}_res{self.resolution}.parquet", area_cells=self.area.cells(self.resolution))
             log_embedding_table(table)

@@ -155,7 +155,8 @@ def _same(a: str, b: str) -> bool:
         return False
 
 
-def _fused_table(values: np.ndarray, inputs, run_id: str, extra: dict):
+def fused_table(values: np.ndarray, inputs, run_id: str, extra: dict):
+    """Fused embeddings (rows aligned with ``inputs.region_ids``) as a contract table, prefix ``fused``."""
     from urbanrepml.tables import EmbeddingTable, TableMeta, to_embedding_frame
 
     frame, _ = to_embedding_frame(values, inputs.region_ids, FUSED)
@@ -274,7 +275,7 @@ def _rank0(p: FuseParams, spec, cfg: TrainConfig | None, world: int):
             mlflow.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
                                 "epochs_run": result.epochs_run, "stopped_early": float(result.stopped_early)})
             extra.update({"best_epoch": result.best_epoch, "embedding": "finest-resolution output z_0"})
-        table = _fused_table(values, inputs, run_id, extra)
+        table = fused_table(values, inputs, run_id, extra)
         write_table(table, table_path(spec.name, FUSED, p.resolution), area_cells=area.cells(p.resolution))
         log_embedding_table(table)
         log_embedding_model(table)
