@@ -63,7 +63,6 @@ def main() -> None:
 
     os.environ.setdefault("URBANREPML_DATA_DIR", tempfile.mkdtemp(prefix="bench-osm-"))
     import geopandas as gpd
-    import pandas as pd
     from srai.embedders import CountEmbedder
     from srai.joiners import IntersectionJoiner
     from srai.loaders.osm_loaders.filters import HEX2VEC_FILTER

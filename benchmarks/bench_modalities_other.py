@@ -36,7 +36,7 @@ def write_area(tmp: Path, rasters: dict[str, Path]) -> Path:
     from urbanrepml.config import load_study_area
 
     base = load_study_area("porto_alegre")
-    lines = [f'name = "porto_alegre"', f"boundary = {list(base.boundary)}", "[sources.rasters]"]
+    lines = ['name = "porto_alegre"', f"boundary = {list(base.boundary)}", "[sources.rasters]"]
     lines += [f'{k} = "{v}"' for k, v in rasters.items()]
     (tmp / "area.toml").write_text("\n".join(lines) + "\n")
     return tmp / "area.toml"

@@ -7,21 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import MLFLOW_RUN_ENV, REPO
 from tests.mlflow_server import mlflow_server
+from tests.pgutil import pg_database  # noqa: F401 - fixture: a throwaway PostgreSQL database
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 TEST_DATA = Path(__file__).resolve().parent / "data"
-
-
-# MLflow exports these to the environment (set_experiment, mlflow run); a test must not leak them to the next.
-MLFLOW_RUN_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """os.environ without MLflow's run/experiment variables, plus ``extra``: the env for a child process."""
-    return {**{k: v for k, v in os.environ.items() if k not in MLFLOW_RUN_ENV}, **extra}
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import torch
 
 from urbanrepml.areas import h3ops
 from urbanrepml.fusion.cones import ConeBatcher, build_cones
-from urbanrepml.fusion.hierarchy import cell_levels, hierarchy_from_arrays
+from urbanrepml.fusion.hierarchy import cell_levels
 from urbanrepml.fusion.layers import GCNConv, broadcast, gcn_operator, mean_pool, mean_pool_operator
 from urbanrepml.fusion.train import TrainConfig, spatial_split, train
 from urbanrepml.fusion.unet import FullAreaUNet, unet_losses

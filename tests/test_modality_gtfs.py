@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import re
 import zipfile
 
 import h3
@@ -12,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO, error_lines, load_entry
 from urbanrepml.areas import build_area
 from urbanrepml.config import load_study_area
 from urbanrepml.errors import UrbanReprError
@@ -59,16 +57,8 @@ def write_area(tmp_path, feeds, box=BOX):
     return toml
 
 
-def load_entry(name):
-    spec = importlib.util.spec_from_file_location(f"entry_{name}", REPO / "entrypoints" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-def error_lines(stderr: str) -> list[str]:
-    """Our lines on stderr (MLflow's own INFO log lines, e.g. 'Creating a new experiment', are not ours)."""
-    return [line for line in stderr.strip().splitlines() if not re.match(r"^\d{4}/\d\d/\d\d \S+ INFO mlflow", line)]
 
 
 def hav(lat1, lon1, lat2, lon2):

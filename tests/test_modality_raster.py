@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import re
 
 import h3
 import numpy as np
@@ -11,7 +9,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from tests.conftest import REPO
+from tests.helpers import REPO, error_lines, load_entry
 from urbanrepml.areas import build_area
 from urbanrepml.config import load_study_area
 from urbanrepml.modalities.raster import RasterModality
@@ -66,16 +64,8 @@ def area_toml(tmp_path, rasters: dict[str, str], box=BOX, name="raster_test", ex
     return toml
 
 
-def load_entry(name):
-    spec = importlib.util.spec_from_file_location(f"entry_{name}", REPO / "entrypoints" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-def error_lines(stderr: str) -> list[str]:
-    """Our lines on stderr (MLflow's own INFO log lines are not ours)."""
-    return [line for line in stderr.strip().splitlines() if not re.match(r"^\d{4}/\d\d/\d\d \S+ INFO mlflow", line)]
 
 
 def run_entry_expect_error(name, argv, capsys) -> str:

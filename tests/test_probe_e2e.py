@@ -8,7 +8,6 @@ concat/ring baselines from the tracking store like it does for real tables.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO
+from tests.helpers import clean_env
 from urbanrepml.areas import build_area, h3ops
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.tables import EmbeddingTable, TableMeta, to_embedding_frame, write_table
@@ -69,8 +69,7 @@ def log_modality_table(area: str) -> str:
 
 
 def run_entry(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
-    env["URBANREPML_DATA_DIR"] = str(cwd / "data")
+    env = clean_env(URBANREPML_DATA_DIR=str(cwd / "data"))
     return subprocess.run([sys.executable, str(REPO / "entrypoints" / script), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
@@ -206,8 +205,7 @@ def test_cluster_entry_point(tracking, tmp_path):
            "--experiment-name", "urbanrepml-poa_e2e_cluster"]
     for k, v in {"study_area": area, "table": str(tmp_path / "emb.parquet"), "k_min": 2, "k_max": 4}.items():
         cmd += ["-P", f"{k}={v}"]
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
-    env["URBANREPML_DATA_DIR"] = str(tmp_path / "data")
+    env = clean_env(URBANREPML_DATA_DIR=str(tmp_path / "data"))
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(tracking)

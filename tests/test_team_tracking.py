@@ -18,8 +18,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO
+from tests.helpers import clean_env
 from tests.mlflow_server import mlflow_server
-from tests.pgutil import _connect, pg_database  # noqa: F401 - fixture
+from tests.pgutil import _connect
 
 pytestmark = pytest.mark.slow
 
@@ -28,9 +29,7 @@ def run_entry(entry: str, params: dict, env_extra: dict, cwd, experiment: str):
     cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry, "--env-manager", "local", "--experiment-name", experiment]
     for k, v in params.items():
         cmd += ["-P", f"{k}={v}"]
-    env = {**os.environ, "URBANREPML_DATA_DIR": str(cwd / "data"), **env_extra}
-    for _k in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        env.pop(_k, None)
+    env = clean_env(URBANREPML_DATA_DIR=str(cwd / "data"), **env_extra)
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 

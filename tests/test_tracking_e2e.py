@@ -6,21 +6,14 @@ import os
 import subprocess
 import sys
 
-import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO
+from tests.helpers import mlflow_run
 
 
 def run_mlflow_project(entry: str, params: dict, tracking_uri: str, cwd, experiment: str | None = None):
-    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry, "--env-manager", "local"]
-    if experiment:
-        cmd += ["--experiment-name", experiment]
-    for k, v in params.items():
-        cmd += ["-P", f"{k}={v}"]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "URBANREPML_DATA_DIR": str(cwd / "data")}
-    env.pop("MLFLOW_RUN_ID", None)
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    return mlflow_run(entry, params, cwd, experiment=experiment, env={"MLFLOW_TRACKING_URI": tracking_uri})
 
 
 def test_area_entry_point_end_to_end(tracking_server, tmp_path):

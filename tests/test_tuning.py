@@ -7,7 +7,6 @@ checks use a cheap objective (tests/tune_objectives.py).
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 import sys
@@ -20,16 +19,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO
-from tests.pgutil import pg_database  # noqa: F401 - fixture
+from tests.helpers import clean_env
 from tests.test_probe_e2e import log_modality_table, poa_area
 from tests.tune_objectives import SlowQuadratic
 from urbanrepml.errors import UrbanReprError
 
 
 def _entry(script: str, args: list[str], cwd, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "URBANREPML_DATA_DIR": str(cwd / "data"), "PYTHONPATH": str(REPO), **(env_extra or {})}
-    for _k in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        env.pop(_k, None)
+    env = clean_env(URBANREPML_DATA_DIR=str(cwd / "data"), PYTHONPATH=str(REPO), **(env_extra or {}))
     return subprocess.run([sys.executable, str(REPO / "entrypoints" / script), *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=300)
 
@@ -61,9 +58,7 @@ def test_tune_fusion_end_to_end_and_continue(tracking, tmp_path, capsys):
     cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "tune", "--env-manager", "local",
            "--experiment-name", "urbanrepml-poa_tune", "-P", f"study_area={area}", "-P", "n_trials=2", "-P", "max_epochs=2", "-P", "models=full_unet,ring",
            "-P", "sampler=random"]
-    env = {**os.environ, "URBANREPML_DATA_DIR": str(tmp_path / "data")}
-    for _k in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        env.pop(_k, None)
+    env = clean_env(URBANREPML_DATA_DIR=str(tmp_path / "data"))
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=400)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "registered urbanrepml-poa_tune/1 with alias candidate" in proc.stdout

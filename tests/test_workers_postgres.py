@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from tests.conftest import REPO
-from tests.pgutil import pg_database  # noqa: F401 - fixture
+from tests.helpers import clean_env
 from tests.tune_objectives import SlowQuadratic
 
 TARGET = 6
@@ -32,9 +32,7 @@ def _worker(url: str, study: str, parent: str, experiment: str, name: str, objec
            "--parent_run_id", parent, "--experiment_id", experiment, "--objective", factory,
            "--objective_kwargs", json.dumps(kwargs), "--sampler", "random", "--pruner", "none",
            "--heartbeat_interval", "1", "--grace_period", "3", "--worker", name]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    for _k in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        env.pop(_k, None)
+    env = clean_env(PYTHONPATH=str(REPO))
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 

@@ -33,7 +33,7 @@ import optuna
 import pandas as pd
 
 from urbanrepml.errors import UrbanReprError
-from tuning.space import UNETS, SearchSpace, parse_models
+from tuning.space import SearchSpace, parse_models
 
 
 class PruningHooks:

@@ -28,7 +28,7 @@ import pandas as pd
 
 from urbanrepml.analysis.cluster import cluster_embeddings
 from urbanrepml.analysis.figures import cluster_scores, fold_map, r2_bars, target_maps
-from urbanrepml.analysis.folds import Folds, make_folds
+from urbanrepml.analysis.folds import make_folds
 from urbanrepml.analysis.probes import PROBES, CVResult, cross_validate, latlon_km
 from urbanrepml.analysis.targets import load_targets
 from urbanrepml.areas import build_area, h3ops

@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

@@ -30,7 +30,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from urbanrepml.errors import UrbanReprError
-from urbanrepml.tracking.runs import configure_tracking, stage_run, tag
+from urbanrepml.tracking.runs import configure_tracking, ending_run, stage_run, tag
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_NAME = "best.pt"
@@ -186,10 +186,5 @@ def fuse_run(study_area: str, *, params: Mapping[str, object], tags: Mapping[str
         MlflowClient().set_tag(cli_run, tag("resumed_into"), resume_run_id)
         MlflowClient().set_tag(cli_run, "mlflow.note.content", f"resume of run {resume_run_id}; see that run")
     run = mlflow.start_run(run_id=resume_run_id, log_system_metrics=True)
-    try:
+    with ending_run():
         yield run
-    except BaseException:
-        mlflow.end_run(status="FAILED")
-        raise
-    else:
-        mlflow.end_run(status="FINISHED")

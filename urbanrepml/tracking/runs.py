@@ -100,11 +100,18 @@ def stage_run(
     if not attach and not nested and mlflow.active_run() is None:
         mlflow.set_experiment(experiment_name(study_area))
     run = mlflow.start_run(run_name=None if attach else run_name, nested=nested)
-    try:
+    with ending_run():
         mlflow.set_tags({tag("stage"): stage, tag("study_area"): study_area, **{tag(k): str(v) for k, v in (tags or {}).items()}})
         if params:
             mlflow.log_params({k: v for k, v in params.items()})
         yield run
+
+
+@contextlib.contextmanager
+def ending_run() -> Iterator[None]:
+    """End the active run FINISHED when the body completes, FAILED when it raises (then re-raise)."""
+    try:
+        yield
     except BaseException:
         mlflow.end_run(status="FAILED")
         raise

@@ -1,0 +1,52 @@
+"""Helpers for tests that run entry points as real processes."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+# MLflow exports these to the environment (set_experiment, mlflow run); a child process must not inherit them.
+MLFLOW_RUN_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """os.environ without MLflow's run/experiment variables, plus ``extra``: the env for a child process."""
+    return {**{k: v for k, v in os.environ.items() if k not in MLFLOW_RUN_ENV}, **extra}
+
+
+def mlflow_run(entry: str, params: dict, cwd: Path, *, experiment: str | None = None, env: dict | None = None,
+               timeout: int = 600) -> subprocess.CompletedProcess:
+    """``mlflow run <repo> -e entry --env-manager local -P ...`` in ``cwd`` (data dir ``cwd/data``)."""
+    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry, "--env-manager", "local"]
+    if experiment:
+        cmd += ["--experiment-name", experiment]
+    for k, v in params.items():
+        cmd += ["-P", f"{k}={v}"]
+    full_env = clean_env(URBANREPML_DATA_DIR=str(Path(cwd) / "data"), **(env or {}))
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout)
+
+
+def run_script(script: str, args: list[str], cwd: Path, *, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python entrypoints/<script> args...`` in ``cwd`` (data dir ``cwd/data``)."""
+    full_env = clean_env(URBANREPML_DATA_DIR=str(Path(cwd) / "data"), **(env or {}))
+    return subprocess.run([sys.executable, str(REPO / "entrypoints" / script), *args], capture_output=True, text=True,
+                          cwd=cwd, env=full_env, timeout=timeout)
+
+
+def load_entry(name: str):
+    """Import ``entrypoints/<name>.py`` as a module (to call its ``main`` in-process)."""
+    spec = importlib.util.spec_from_file_location(f"entry_{name}", REPO / "entrypoints" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def error_lines(stderr: str) -> list[str]:
+    """Our lines on stderr (MLflow's own INFO log lines, e.g. 'Creating a new experiment', are not ours)."""
+    return [line for line in stderr.strip().splitlines() if not re.match(r"^\d{4}/\d\d/\d\d \S+ INFO mlflow", line)]
