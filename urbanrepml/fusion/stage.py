@@ -280,13 +280,13 @@ def _rank0(p: FuseParams, spec, cfg: TrainConfig | None, world: int):
         log_embedding_table(table)
         log_embedding_model(table)
         mlflow.log_metrics({"n_cells": table.frame.shape[0], "embedding_dim": table.frame.shape[1]})
-        if p.register:
-            version = register_embeddings(run_id, spec.name)
-            mlflow.set_tag(tag("registered_version"), str(version.version))
-            print(f"fuse: registered urbanrepml-{spec.name} version {version.version} with alias candidate")
         mlflow.set_tag(tag("completed"), "true")
         note = (f"fuse {p.model} on {spec.name} res {p.resolution}: {table.frame.shape[0]} cells x "
                 f"{table.frame.shape[1]} dims" + (f", best epoch {result.best_epoch}" if cfg else ""))
         mlflow.set_tag("mlflow.note.content", note)
         print(note)
+    if p.register:  # only once the run has ended FINISHED: a failed run never gets a registry version
+        version = register_embeddings(run_id, spec.name)
+        mlflow.MlflowClient().set_tag(run_id, tag("registered_version"), str(version.version))
+        print(f"fuse: registered urbanrepml-{spec.name} version {version.version} with alias candidate")
     return table
