@@ -101,7 +101,7 @@ def _edges_local_ij(sorted_cells: np.ndarray) -> np.ndarray | None:
     import h3
 
     pentagons = np.array([h3.str_to_int(p) for p in h3.get_pentagons(res)], dtype=np.uint64)
-    if np.isin(pentagons, sorted_cells).any():
+    if (positions(sorted_cells, np.sort(pentagons)) >= 0).any():  # (np.isin is slow on millions of cells)
         return None
     anchor = int(sorted_cells[len(sorted_cells) // 2])
     table = pa.table(h3ronpy.cells_to_localij(pa.array(sorted_cells, pa.uint64()), anchor, set_failing_to_invalid=True))
@@ -117,10 +117,15 @@ def _edges_local_ij(sorted_cells: np.ndarray) -> np.ndarray | None:
         return None
     grid = np.full(shape, -1, dtype=np.int64)
     grid[i, j] = np.arange(len(sorted_cells), dtype=np.int64)
-    dst = np.stack([grid[i + di, j + dj] for di, dj in _IJ_NEIGHBOURS], axis=1)  # (n, 6), src-major
-    src = np.broadcast_to(np.arange(len(sorted_cells), dtype=np.int64)[:, None], dst.shape)
+    n = len(sorted_cells)
+    dst = np.empty((n, len(_IJ_NEIGHBOURS)), dtype=np.int64)  # row = source cell, so edges come src-major
+    for col, (di, dj) in enumerate(_IJ_NEIGHBOURS):
+        dst[:, col] = grid[i + di, j + dj]
     keep = dst >= 0
-    return np.stack([src[keep], dst[keep]])
+    edges = np.empty((2, int(keep.sum())), dtype=np.int64)
+    edges[0] = np.repeat(np.arange(n, dtype=np.int64), keep.sum(axis=1))
+    edges[1] = dst[keep]
+    return edges
 
 
 def _edges_grid_disk(sorted_cells: np.ndarray, k: int) -> np.ndarray:
