@@ -2,6 +2,7 @@
 
 from urbanrepml.cli import ArgumentParser, integer, optional
 from urbanrepml.errors import cli_main
+from tuning.space import DEFAULT_MAX_EPOCHS
 
 
 @cli_main
@@ -15,7 +16,7 @@ def main(argv=None):
     parser.add_argument("--sampler", default="tpe", help="tpe | random")
     parser.add_argument("--seed", type=integer, default=0)
     parser.add_argument("--n_workers", type=integer, default=1, help="worker processes sharing the study")
-    parser.add_argument("--max_epochs", type=integer, default=12, help="largest epoch budget a trial may draw")
+    parser.add_argument("--max_epochs", type=integer, default=DEFAULT_MAX_EPOCHS, help="largest epoch budget a trial may draw")
     parser.add_argument("--models", default="full_unet,cone_unet,ring", help="fusion models to search over")
     parser.add_argument("--heartbeat_interval", type=integer, default=10, help="seconds between trial heartbeats (RDB storages)")
     args = parser.parse_args(argv)

@@ -33,7 +33,7 @@ import optuna
 import pandas as pd
 
 from urbanrepml.errors import UrbanReprError
-from tuning.space import SearchSpace, parse_models
+from tuning.space import DEFAULT_MAX_EPOCHS, SearchSpace, parse_models
 
 
 class PruningHooks:
@@ -74,12 +74,12 @@ class PruningHooks:
 
 
 class FusionObjective:
-    """See the module docstring. ``max_epochs`` bounds each trial's epoch budget (small by default)."""
+    """See the module docstring. ``max_epochs`` bounds each trial's epoch budget (``DEFAULT_MAX_EPOCHS`` by default)."""
 
     direction = "maximize"
 
     def __init__(self, study_area: str = "porto_alegre", *, resolution: int = 9, resolutions: str = "7,8,9",
-                 models: str = "full_unet,cone_unet,ring", max_epochs: int = 12, probe: str = "ridge",
+                 models: str = "full_unet,cone_unet,ring", max_epochs: int = DEFAULT_MAX_EPOCHS, probe: str = "ridge",
                  block_resolution: int = 7, folds: int = 5, seed: int = 0, cone_root_resolution: int = 6):
         self.kwargs = dict(study_area=study_area, resolution=resolution, resolutions=resolutions, models=models,
                            max_epochs=max_epochs, probe=probe, block_resolution=block_resolution, folds=folds, seed=seed,

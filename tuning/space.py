@@ -30,6 +30,8 @@ from optuna.distributions import (
 from urbanrepml.errors import UrbanReprError
 
 UNETS = ("full_unet", "cone_unet")
+# Largest epoch budget a trial may draw; the fuse entry point trains 60 epochs by default too.
+DEFAULT_MAX_EPOCHS = 60
 MODELS = ("full_unet", "cone_unet", "ring")
 RING_WEIGHTINGS = ("exponential", "logarithmic", "linear", "flat")
 
@@ -68,7 +70,7 @@ def parse_models(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class SearchSpace:
     models: tuple[str, ...] = MODELS
-    max_epochs: int = 20
+    max_epochs: int = DEFAULT_MAX_EPOCHS
     fixed: dict = field(default_factory=dict)
 
     def __post_init__(self):
