@@ -57,8 +57,6 @@ from urbanrepml.errors import UrbanReprError
 from urbanrepml.tables import EmbeddingTable, file_digest, read_table
 
 ZERO_FILL = frozenset({"poi", "roads", "gtfs"})
-#: Stage-1 modalities fusion looks for by default, in the order the user would build them.
-MODALITIES = ("poi", "roads", "gtfs", "raster", "alphaearth", "aerial")
 INDICATOR_PREFIX = "has_"
 
 

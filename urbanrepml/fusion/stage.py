@@ -19,7 +19,6 @@ Steps (rank 0 does all tracking; other ``torchrun`` ranks only train):
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass
 
@@ -83,36 +82,22 @@ class FuseParams:
         return d
 
 
-def _modality_classes() -> dict[str, type]:
-    """name -> Modality class: the ``MODALITIES`` registry when the package has one, else found by module."""
-    import urbanrepml.modalities as pkg
-    from urbanrepml.fusion.inputs import MODALITIES as NAMES
-    from urbanrepml.modalities.base import Modality
-
-    registry = getattr(pkg, "MODALITIES", None)
-    if isinstance(registry, dict) and registry:
-        return dict(registry)
-    found: dict[str, type] = {}
-    for name in NAMES:
-        try:
-            module = importlib.import_module(f"urbanrepml.modalities.{name}")
-        except ImportError:
-            continue
-        for obj in vars(module).values():
-            if isinstance(obj, type) and issubclass(obj, Modality) and obj is not Modality and getattr(obj, "name", "") == name:
-                found[name] = obj
-    return found
-
-
 def ensure_modality_tables(spec, resolution: int) -> list[str]:
-    """Build every runnable modality as a nested run when the area has no table at ``resolution``; return the built ones."""
+    """Build every modality the area has sources for, as nested runs, when it has no table at ``resolution`` yet.
+
+    Modalities without sources (e.g. aerial without imagery) are skipped with a line
+    saying so; a source that fails (corrupt file, no overlap) fails the whole stage.
+    Returns the modalities built.
+    """
     from urbanrepml.modalities.stage import run_modality_stage
     from urbanrepml.tracking.tables import list_table_modalities
 
     if list_table_modalities(spec.name, resolution):
         return []
     built = []
-    for name, cls in sorted(_modality_classes().items()):
+    from urbanrepml.modalities import MODALITIES
+
+    for name, cls in sorted(MODALITIES.items()):
         try:
             modality = cls()
             modality.source_files(spec)
@@ -120,11 +105,8 @@ def ensure_modality_tables(spec, resolution: int) -> list[str]:
             print(f"fuse: skipping modality {name}: {exc}")
             continue
         print(f"fuse: building modality {name} at resolution {resolution} (nested run)")
-        try:
-            run_modality_stage(modality, str(spec.source_file), resolution, nested=True)
-        except UrbanReprError as exc:
-            print(f"fuse: skipping modality {name}: {exc}")
-            continue
+        # A source the area names but that cannot be read (corrupt, no overlap) is bad input: it fails fuse.
+        run_modality_stage(modality, str(spec.source_file), resolution, nested=True)
         built.append(name)
     return built
 
