@@ -51,3 +51,22 @@ def test_fuse_entry_point_builds_modalities_trains_and_registers(tracking_server
     lat, lon = h3ops.cell_centroids(h3ops.parse_cells(ids[:2]))
     by_point = model.predict(pd.DataFrame({"lat": lat, "lon": lon}))
     assert list(by_point["region_id"]) == ids[:2]
+
+
+def test_fuse_fails_on_a_corrupt_source_and_registers_nothing(tracking, tmp_path):
+    import pytest
+
+    from tests.helpers import REPO
+    from urbanrepml.errors import UrbanReprError
+    from urbanrepml.fusion.stage import FuseParams, run_fuse_stage
+
+    pbf = (REPO / "data/demo/amsterdam/amsterdam_centre.osm.pbf").read_bytes()
+    (tmp_path / "cut.osm.pbf").write_bytes(pbf[: len(pbf) // 2])
+    toml = tmp_path / "cut.toml"
+    toml.write_text('name = "cut"\nboundary = [4.8906, 52.3657, 4.9037, 52.3737]\n[sources]\nosm = "cut.osm.pbf"\n')
+    with pytest.raises(UrbanReprError, match="cut.osm.pbf"):
+        run_fuse_stage(FuseParams(study_area=str(toml), model="concat"))
+    client = MlflowClient(tracking)
+    assert client.search_registered_models("name = 'urbanrepml-cut'") == []
+    runs = client.search_runs([client.get_experiment_by_name("urbanrepml-cut").experiment_id])
+    assert runs and all(r.info.status == "FAILED" for r in runs)  # the fuse run and its nested poi run
