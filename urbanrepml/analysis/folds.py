@@ -115,18 +115,23 @@ def spatial_folds(region_ids, block_resolution: int = 7, k: int = 5, seed: int =
             f"only {len(blocks)} spatial block(s) at block_resolution {block_resolution} hold the {len(cells)} probed "
             f"cells, fewer than folds={k}; use a finer block_resolution (e.g. {min(block_resolution + 1, res)}) or fewer folds"
         )
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(blocks))
-    order = order[np.argsort(-sizes[order], kind="stable")]  # largest first, seeded among equals
-    load = np.zeros(k, dtype=np.int64)
-    block_fold = np.empty(len(blocks), dtype=np.int64)
-    for b in order:
-        f = int(np.argmin(load))
-        block_fold[b] = f
-        load[f] += sizes[b]
+    block_fold = balanced_groups(sizes, k, np.random.default_rng(seed))
     fold = pd.Series(block_fold[inverse], index=index, name="fold")
     block = pd.Series(h3ops.cells_to_str(blocks)[inverse], index=index, name="block")
     return Folds(fold, block, k, "spatial", block_resolution, seed)
+
+
+def balanced_groups(sizes: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Assign blocks of the given sizes to ``k`` groups: largest first (seeded among equals) into the lightest group."""
+    order = rng.permutation(len(sizes))
+    order = order[np.argsort(-sizes[order], kind="stable")]
+    load = np.zeros(k, dtype=np.int64)
+    group = np.empty(len(sizes), dtype=np.int64)
+    for b in order:
+        g = int(np.argmin(load))
+        group[b] = g
+        load[g] += sizes[b]
+    return group
 
 
 def random_folds(region_ids, k: int = 5, seed: int = 0) -> Folds:
@@ -164,16 +169,7 @@ def inner_groups(blocks: np.ndarray, n_splits: int = 3, seed: int = 0) -> list[t
     labels, inverse = np.unique(blocks, return_inverse=True)
     rng = np.random.default_rng(seed)
     if len(labels) >= n_splits:
-        sizes = np.bincount(inverse)
-        order = rng.permutation(len(labels))
-        order = order[np.argsort(-sizes[order], kind="stable")]
-        load = np.zeros(n_splits, dtype=np.int64)
-        group_fold = np.empty(len(labels), dtype=np.int64)
-        for b in order:
-            f = int(np.argmin(load))
-            group_fold[b] = f
-            load[f] += sizes[b]
-        assign = group_fold[inverse]
+        assign = balanced_groups(np.bincount(inverse), n_splits, rng)[inverse]
     else:
         assign = np.empty(n, dtype=np.int64)
         assign[rng.permutation(n)] = np.arange(n) % n_splits
