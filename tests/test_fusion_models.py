@@ -217,3 +217,17 @@ def test_reversible_block_matches_plain_autograd(p):
     assert torch.allclose(g1, g2, rtol=1e-4, atol=1e-4 * g2.abs().max().item())
     for a, b in zip(p1, p2):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+
+
+def test_spatial_split_inside_one_block_still_holds_out_and_keeps_cells():
+    import h3
+
+    from urbanrepml.fusion.train import spatial_split
+
+    cells = np.sort(np.array([h3.str_to_int(c) for c in h3.cell_to_children(h3.latlng_to_cell(-30, -51.2, 7), 9)], dtype=np.uint64))
+    for seed in range(12):  # a single res-7 block: split at res 8 instead, never all or nothing
+        held = spatial_split(cells, 7, 0.15, seed)
+        assert 0 < held.sum() < len(cells)
+        parents = {h3.cell_to_parent(h3.int_to_str(int(c)), 8) for c in cells[held]}
+        kept = {h3.cell_to_parent(h3.int_to_str(int(c)), 8) for c in cells[~held]}
+        assert not parents & kept  # whole res-8 blocks
