@@ -60,6 +60,24 @@ def test_alphaearth_local_by_hand(tmp_path, data_dir, alphaearth_tif):
     np.testing.assert_allclose(f.loc[CELL_B].to_numpy(), np.full(64, (127 / 127.5) ** 2), rtol=1e-12)
 
 
+def test_alphaearth_float_raster_uses_its_own_nodata(tmp_path, data_dir):
+    """A float export declaring nodata=-9999: that pixel is masked (not -128), so A's mean ignores it."""
+    transform, shape, labels, rr, cc = disc_grid({CELL_A: 25.0})
+    in_a = labels == CELL_A
+    data = np.full((64, *shape), -9999.0, dtype=np.float32)
+    vals = np.where((rr + cc) % 2 == 0, 0.5, -0.25).astype(np.float32)
+    data[:, in_a] = vals[in_a]
+    hole = tuple(np.argwhere(in_a)[0])
+    data[:, hole[0], hole[1]] = -9999.0
+    write_tif(tmp_path / "aef.tif", data, transform, nodata=-9999.0)
+    spec = load_study_area(area_toml(tmp_path, {"alphaearth": "aef.tif"}))
+    f = AlphaEarthModality().compute(spec, build_area(spec, [9]), 9).features
+    keep = in_a.copy()
+    keep[hole] = False
+    assert list(f.index) == [CELL_A]
+    np.testing.assert_allclose(f.loc[CELL_A].to_numpy(), np.full(64, vals[keep].astype(np.float64).mean()), rtol=1e-12)
+
+
 def test_alphaearth_end_to_end_on_porto_alegre(tracking, alphaearth_tif):
     from mlflow.tracking import MlflowClient
 

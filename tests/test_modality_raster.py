@@ -108,6 +108,21 @@ def test_two_cells_by_construction(two_cell_raster, tmp_path):
     assert list(g.index) == [CELL_A]
 
 
+def test_duplicate_band_descriptions_get_band_index(tmp_path, data_dir):
+    from urbanrepml.modalities.rasterstats import raster_cell_stats, unique_names
+
+    assert unique_names(["red", "nir", "red"]) == ["red_1", "nir", "red_3"]
+    assert unique_names(["a", "a", "a_2"]) == ["a_1", "a_2", "a_2_3"]  # a suffix would collide: every band indexed
+    transform, shape, labels, _, _ = disc_grid({CELL_A: 25.0})
+    band = np.where(labels == CELL_A, 1.0, NODATA).astype(np.float32)
+    data = np.stack([band, np.where(band == NODATA, NODATA, 3 * band)]).astype(np.float32)
+    write_tif(tmp_path / "dup.tif", data, transform, nodata=NODATA, descriptions=["red", "red"])
+    spec = load_study_area(area_toml(tmp_path, {"dup": "dup.tif"}))
+    f = raster_cell_stats([tmp_path / "dup.tif"], build_area(spec, [9]), 9, stats=("mean",))
+    assert list(f.columns) == ["red_1_mean", "red_2_mean"]
+    assert f.loc[CELL_A, "red_1_mean"] == 1.0 and f.loc[CELL_A, "red_2_mean"] == 3.0
+
+
 def test_projected_raster_is_reprojected_by_points(tmp_path, data_dir):
     from pyproj import Transformer
 

@@ -4,8 +4,10 @@ Dataset: ``GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL`` (bands ``A00``..``A63``, one i
 per year and UTM tile). Two sources:
 
 - ``local``: GeoTIFF/COG files as published (int8, 64 bands). Values are
-  dequantised ``x = (v / 127.5)^2 * sign(v)``; ``v = -128`` is NoData. Float
-  rasters (e.g. an Earth Engine export of the raw float bands) are used as is.
+  dequantised ``x = (v / 127.5)^2 * sign(v)``. NoData is the file's declared
+  nodata value; an integer file that declares none uses ``-128``. Float rasters
+  (e.g. an Earth Engine export of the raw float bands) are used as is, with their
+  declared nodata (e.g. ``-9999``) and non-finite values masked.
   ``path`` is a file or a folder of tiles (``*.tif``/``*.tiff``), else the area's
   ``[sources.rasters]`` entry named ``alphaearth``.
 - ``ee``: Earth Engine (``earthengine-api``). The collection is filtered to the
@@ -202,7 +204,7 @@ class AlphaEarthModality(Modality):
         files = self.files(spec)
         where = str(files[0]) if len(files) == 1 else f"{len(files)} AlphaEarth tiles under {files[0].parent}"
         features = raster_cell_stats(files, area, resolution, names=list(BANDS), values=dequantise,
-                                     nodata=NODATA, stats=("mean",), what=where)
+                                     fallback_nodata=NODATA, stats=("mean",), what=where)
         features.columns = list(BANDS)
         notes = [f"AlphaEarth {self.year} from {self.source}: {len(files)} file(s), mean of dequantised 64-d pixel embeddings"]
         return ModalityResult(features=features, metrics={"files": len(files)}, notes=notes)

@@ -9,7 +9,9 @@ only, so memory is bounded by ``max_pixels`` per block, not by the raster size.
 
 Statistics per band and cell: mean, population standard deviation (ddof=0) and
 the number of valid pixels. Invalid pixels are the raster's nodata value (or a
-``nodata`` override), masked pixels and non-finite floats.
+``nodata`` override; ``fallback_nodata`` for integer rasters that declare none),
+masked pixels and non-finite floats. Columns are ``<band>_<stat>``; bands sharing
+a description get their 1-based band index appended (``red_1``, ``red_2``).
 """
 
 from __future__ import annotations
@@ -80,13 +82,23 @@ class CellAccumulator:
         mean = self.sums[:, keep] / counts
         var = np.maximum(self.sumsq[:, keep] / counts - mean * mean, 0.0) if self.with_std else None
         columns: dict[str, np.ndarray] = {}
-        for b, name in enumerate(self.band_names):
+        for b, name in enumerate(unique_names(self.band_names)):
             for stat in stats:
                 if stat == "std" and var is None:
                     raise ValueError("std needs an accumulator built with with_std=True")
                 columns[f"{name}_{stat}"] = (mean if stat == "mean" else counts if stat == "count" else np.sqrt(var))[b]
         index = pd.Index(h3ops.cells_to_str(self.cells[keep]), name=REGION_ID)
         return pd.DataFrame(columns, index=index)
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """Band names made unique: every name shared by several bands gets ``_<1-based band index>`` appended."""
+    names = [str(n) for n in names]
+    seen = {n: names.count(n) for n in names}
+    out = [f"{n}_{i + 1}" if seen[n] > 1 else n for i, n in enumerate(names)]
+    if len(set(out)) < len(out):  # a suffixed name collides with another band's name: index every band
+        out = [f"{n}_{i + 1}" for i, n in enumerate(names)]
+    return out
 
 
 def _open(path: Path):
@@ -135,12 +147,15 @@ def accumulate_raster(
     *,
     values: Callable[[np.ndarray], np.ndarray] | None = None,
     nodata: float | None = None,
+    fallback_nodata: float | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> int:
     """Add the pixels of ``path`` that fall in the area's cells to ``acc``; return how many were added.
 
     ``values`` maps raw pixel values (any dtype) to float64 (e.g. AlphaEarth's
-    dequantisation); ``nodata`` overrides the file's nodata value. A raster with
+    dequantisation); ``nodata`` overrides the file's nodata value;
+    ``fallback_nodata`` is used only for an integer raster that declares none
+    (e.g. AlphaEarth's int8 ``-128``). A raster with
     no CRS or no overlap with the area raises :class:`UrbanReprError`.
     """
     from pyproj import Transformer
@@ -173,9 +188,11 @@ def accumulate_raster(
                 f"does not overlap study area {area.name!r}"
             )
         to_lonlat = None if wgs84 else Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True)
-        file_nodata = src.nodata if nodata is None else nodata
-        internal_mask = any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in src.mask_flag_enums)
         is_float = np.issubdtype(np.dtype(src.dtypes[0]), np.floating)
+        file_nodata = nodata if nodata is not None else src.nodata
+        if file_nodata is None and not is_float:
+            file_nodata = fallback_nodata
+        internal_mask = any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in src.mask_flag_enums)
         col0, row0 = int(window.col_off), int(window.row_off)
         width, height = int(window.width), int(window.height)
         block_pixels = min(max_pixels, max(DEFAULT_MAX_VALUES // acc.n_bands, 1))
@@ -225,6 +242,7 @@ def raster_cell_stats(
     names: list[str] | None = None,
     values: Callable[[np.ndarray], np.ndarray] | None = None,
     nodata: float | None = None,
+    fallback_nodata: float | None = None,
     stats: Sequence[str] = STATS,
     min_pixels: int = 1,
     what: str | None = None,
@@ -241,7 +259,7 @@ def raster_cell_stats(
     names = names or band_names(paths[0])
     acc = CellAccumulator(area.cells(resolution), len(names), list(names), with_std="std" in stats)
     for path in paths:
-        accumulate_raster(path, area, resolution, acc, values=values, nodata=nodata)
+        accumulate_raster(path, area, resolution, acc, values=values, nodata=nodata, fallback_nodata=fallback_nodata)
     if acc.counts.sum() == 0:
         where = what or (str(paths[0]) if len(paths) == 1 else f"{len(paths)} raster tiles under {paths[0].parent}")
         raise UrbanReprError(f"{where}: no valid pixel falls inside study area {area.name!r} (all outside or nodata)")
