@@ -115,3 +115,19 @@ def test_area_stage_on_a_user_written_toml(tracking, tmp_path):
     run = mlflow.search_runs(experiment_names=["urbanrepml-mine"], output_format="list")[0]
     assert run.data.metrics["cells_res9"] == len(area.cells(9)) > 0
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"study_area.toml", "boundary", "mine_cells_res9"}
+
+
+def test_publish_on_success_keeps_the_old_table_when_the_body_fails(area, tmp_path):
+    from urbanrepml.tables import publish_on_success
+
+    target = tmp_path / "out" / "poi_res9.parquet"
+    with publish_on_success(make_table(area), target) as table:
+        assert table.path != target and table.path.is_file()  # staged beside the target until the body succeeds
+    assert table.path == target
+    before = target.read_bytes()
+    new = make_table(area, values=np.ones((16, 2)))
+    with pytest.raises(RuntimeError):
+        with publish_on_success(new, target):
+            raise RuntimeError("logging failed")
+    assert target.read_bytes() == before
+    assert [p.name for p in target.parent.iterdir()] == ["poi_res9.parquet"]  # no staging leftovers

@@ -11,6 +11,7 @@ partial table behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -138,6 +139,22 @@ def write_table(table: EmbeddingTable, path: str | Path, *, area_cells: np.ndarr
         raise
     table.path = path
     return path
+
+
+@contextlib.contextmanager
+def publish_on_success(table: EmbeddingTable, path: str | Path, *, area_cells: np.ndarray | None = None) -> Iterator[EmbeddingTable]:
+    """Write ``table`` to a staging file beside ``path`` and yield it; move it to ``path`` only if the body succeeds.
+
+    A run that fails after writing (logging, registration) leaves the previous
+    table at ``path`` untouched and no partial file behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".staging-", dir=path.parent) as tmp:
+        write_table(table, Path(tmp) / path.name, area_cells=area_cells)
+        yield table
+        os.replace(table.path, path)
+        table.path = path
 
 
 def read_table(

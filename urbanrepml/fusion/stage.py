@@ -205,7 +205,7 @@ def _rank0(p: FuseParams, spec, cfg: TrainConfig | None, world: int):
     from urbanrepml.fusion.inputs import log_fusion_inputs
     from urbanrepml.fusion.train import train
     from urbanrepml.modalities.stage import table_path
-    from urbanrepml.tables import write_table
+    from urbanrepml.tables import publish_on_success
     from urbanrepml.tracking import configure_tracking, log_embedding_table, tag
     from urbanrepml.tracking.checkpoints import MlflowTrainHooks, fuse_run, load_latest_checkpoint, resume_checks
     from urbanrepml.tracking.pyfunc import log_embedding_model
@@ -258,10 +258,10 @@ def _rank0(p: FuseParams, spec, cfg: TrainConfig | None, world: int):
                                 "epochs_run": result.epochs_run, "stopped_early": float(result.stopped_early)})
             extra.update({"best_epoch": result.best_epoch, "embedding": "finest-resolution output z_0"})
         table = fused_table(values, inputs, run_id, extra)
-        write_table(table, table_path(spec.name, FUSED, p.resolution), area_cells=area.cells(p.resolution))
-        log_embedding_table(table)
-        log_embedding_model(table)
-        mlflow.log_metrics({"n_cells": table.frame.shape[0], "embedding_dim": table.frame.shape[1]})
+        with publish_on_success(table, table_path(spec.name, FUSED, p.resolution), area_cells=area.cells(p.resolution)):
+            log_embedding_table(table)
+            log_embedding_model(table)
+            mlflow.log_metrics({"n_cells": table.frame.shape[0], "embedding_dim": table.frame.shape[1]})
         mlflow.set_tag(tag("completed"), "true")
         note = (f"fuse {p.model} on {spec.name} res {p.resolution}: {table.frame.shape[0]} cells x "
                 f"{table.frame.shape[1]} dims" + (f", best epoch {result.best_epoch}" if cfg else ""))

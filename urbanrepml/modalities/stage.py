@@ -14,7 +14,7 @@ from urbanrepml.errors import UrbanReprError
 from urbanrepml.modalities.base import Modality
 from urbanrepml.paths import data_dir
 from urbanrepml.plots import cells_map
-from urbanrepml.tables import EmbeddingTable, TableMeta, to_embedding_frame, write_table
+from urbanrepml.tables import EmbeddingTable, TableMeta, publish_on_success, to_embedding_frame
 
 
 def table_path(study_area: str, modality: str, resolution: int) -> Path:
@@ -64,22 +64,22 @@ def run_modality_stage(modality: Modality, study_area: str, resolution: int, *, 
             extra={k: str(v) for k, v in result.params.items()},
         )
         table = EmbeddingTable(frame, meta)
-        write_table(table, table_path(spec.name, modality.name, resolution), area_cells=area.cells(resolution))
-        seconds = time.perf_counter() - start
-        n_area = len(area.cells(resolution))
-        metrics = {"coverage": len(frame) / n_area, "cells_with_data": len(frame), "cells_in_area": n_area,
-                   "n_features": frame.shape[1], "seconds": seconds, **result.metrics}
-        mlflow.log_metrics(metrics)
-        if result.params:
-            mlflow.log_params({f"resolved.{k}": v for k, v in result.params.items()})
-        log_embedding_table(table)
-        pc1 = first_component(frame)
-        regions = area.regions_gdf(resolution)
-        log_figure(cells_map(regions.loc[pc1.index], pc1, title=f"{spec.name} {modality.name}: first principal component", color_name="PC1"),
-                   f"{modality.name}_pc1")
-        note = f"{modality.name} on {spec.name} res {resolution}: {frame.shape[1]} features, coverage {metrics['coverage']:.1%}"
-        mlflow.set_tag("mlflow.note.content", "\n".join([note, *result.notes]))
-        print(note)
-        for line in result.notes:
-            print(line)
+        with publish_on_success(table, table_path(spec.name, modality.name, resolution), area_cells=area.cells(resolution)):
+            seconds = time.perf_counter() - start
+            n_area = len(area.cells(resolution))
+            metrics = {"coverage": len(frame) / n_area, "cells_with_data": len(frame), "cells_in_area": n_area,
+                       "n_features": frame.shape[1], "seconds": seconds, **result.metrics}
+            mlflow.log_metrics(metrics)
+            if result.params:
+                mlflow.log_params({f"resolved.{k}": v for k, v in result.params.items()})
+            log_embedding_table(table)
+            pc1 = first_component(frame)
+            regions = area.regions_gdf(resolution)
+            log_figure(cells_map(regions.loc[pc1.index], pc1, title=f"{spec.name} {modality.name}: first principal component", color_name="PC1"),
+                       f"{modality.name}_pc1")
+            note = f"{modality.name} on {spec.name} res {resolution}: {frame.shape[1]} features, coverage {metrics['coverage']:.1%}"
+            mlflow.set_tag("mlflow.note.content", "\n".join([note, *result.notes]))
+            print(note)
+            for line in result.notes:
+                print(line)
     return table
