@@ -162,10 +162,10 @@ def run_one_trial(study, trial, objective, *, parent_run_id: str | None, experim
         tags["optuna.retry_of_trial"] = str(retried)
     run = mlflow.start_run(experiment_id=experiment_id, run_name=f"trial-{trial.number}", nested=True,
                            parent_run_id=parent_run_id, tags=tags)
-    trial.set_user_attr(TRIAL_RUN_ATTR, run.info.run_id)
-    trial.set_user_attr("worker", worker)
     value, error, state = None, None, TrialState.COMPLETE
-    try:
+    try:  # from here on, anything that escapes (a storage failure included) ends the trial's run FAILED
+        trial.set_user_attr(TRIAL_RUN_ATTR, run.info.run_id)
+        trial.set_user_attr("worker", worker)
         with Heartbeat(study._storage, trial._trial_id):
             try:
                 value = float(objective(trial))
