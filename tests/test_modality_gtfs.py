@@ -112,6 +112,39 @@ def test_auto_date_is_busiest_weekday(feed_area):
     assert result.metrics["departures_feed0"] == 15
 
 
+def test_trip_listed_twice_counts_once_everywhere(tmp_path, data_dir):
+    from urbanrepml.modalities.gtfs import feed_services, parse_service_date, service_departures
+
+    files = dict(FEED, **{"trips.txt": FEED["trips.txt"] + "R,WK,t1\n"})  # t1 listed twice
+    feed = read_feed(write_feed(tmp_path / "dup.zip", files))
+    services = feed_services(feed)
+    wk = service_departures(feed, services)[list(services).index("WK")]
+    assert wk == 15 == stop_departures(feed, parse_service_date("2024-03-05")).sum()  # t1 2 + t2 6 x 2 + t5 1
+
+
+def test_auto_date_ignores_long_lived_service(tmp_path, data_dir):
+    """A 2015-2030 service with one departure must not pull the 371-day search window to 2015."""
+    from urbanrepml.modalities.gtfs import MAX_AUTO_DAYS, candidate_dates, choose_service_date
+
+    files = dict(FEED)
+    files["trips.txt"] = FEED["trips.txt"] + "R,OLD,t6\n"
+    files["stop_times.txt"] = FEED["stop_times.txt"] + "t6,12:00:00,12:00:00,S1,1,0\n"
+    files["calendar.txt"] = FEED["calendar.txt"] + "OLD,1,1,1,1,1,0,0,20150101,20301231\n"
+    feed = read_feed(write_feed(tmp_path / "long.zip", files))
+    dates = candidate_dates([feed])
+    assert len(dates) == MAX_AUTO_DAYS and dates[0] == np.datetime64("2024-01-01")  # 2024-03-04 lies inside
+    date, total = choose_service_date([feed])
+    assert str(date) == "2024-01-01" and total == 16  # WK 15 + OLD 1 (the old window would pick 2015-01-01: 1)
+
+
+def test_bundled_feeds_auto_date():
+    from urbanrepml.modalities.gtfs import choose_service_date
+
+    folder = REPO / "data/demo/porto_alegre"
+    date, total = choose_service_date([read_feed(folder / "poa_eptc.zip"), read_feed(folder / "poa_trensurb.zip")])
+    assert str(date) == "2019-04-15" and total > 0
+
+
 def test_bundled_feeds_end_to_end(tracking):
     from mlflow.tracking import MlflowClient
 

@@ -22,8 +22,9 @@ before ``end_time`` (i.e. ``ceil((end - start) / headway)`` times per row), and
 each start yields all of its stop_times rows.
 
 ``service_date="auto"`` picks the Monday-Friday date with the most departures over
-all feeds (earliest on ties) among the dates the feeds cover (the first 371 days of
-the calendar range, plus every calendar_dates date).
+all feeds (earliest on ties) among the dates the feeds cover: every calendar_dates
+date, plus the whole calendar range when it spans at most 371 days, else the 371
+days from where the most weekday service is active (see :func:`candidate_dates`).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ from urbanrepml.areas import REGION_ID, Area, h3ops
 from urbanrepml.config import StudyArea
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.modalities.base import Modality, ModalityResult
+from urbanrepml.modalities.osm import EARTH_RADIUS_M, haversine_m
 
-EARTH_RADIUS_KM = 6371.0088
+EARTH_RADIUS_KM = EARTH_RADIUS_M / 1000  # 6371.0088, the haversine of osm.haversine_m
 MAX_AUTO_DAYS = 371
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -155,11 +157,16 @@ def _parse_dates(values: pd.Series, path: Path, what: str) -> np.ndarray:
     return parsed.to_numpy("datetime64[D]")
 
 
+def feed_services(feed: Feed) -> np.ndarray:
+    """Sorted service ids of a feed (calendar, calendar_dates and trips), as strings."""
+    return np.unique(np.concatenate([feed.calendar["service_id"].to_numpy(str), feed.calendar_dates["service_id"].to_numpy(str),
+                                     feed.trips["service_id"].to_numpy(str)]))
+
+
 def service_matrix(feed: Feed, dates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(services, active) where ``active[d, k]`` says service ``services[k]`` runs on ``dates[d]`` (datetime64[D])."""
     cal, exc = feed.calendar, feed.calendar_dates
-    services = np.unique(np.concatenate([cal["service_id"].to_numpy(str), exc["service_id"].to_numpy(str),
-                                         feed.trips["service_id"].to_numpy(str)]))
+    services = feed_services(feed)
     active = np.zeros((len(dates), len(services)), dtype=bool)
     if len(cal):
         k = np.searchsorted(services, cal["service_id"].to_numpy(str))
@@ -182,15 +189,52 @@ def service_matrix(feed: Feed, dates: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def service_departures(feed: Feed, services: np.ndarray) -> np.ndarray:
-    """Departures per service on a day it runs: sum over its trips of stop_times rows x runs."""
-    per_trip = feed.trip_rows.reindex(feed.trips["trip_id"]).fillna(0).to_numpy() * \
-        feed.runs.reindex(feed.trips["trip_id"]).fillna(1).to_numpy()
-    k = np.searchsorted(services, feed.trips["service_id"].to_numpy(str))
+    """Departures per service on a day it runs: sum over its trips of stop_times rows x runs.
+
+    A trip listed twice in trips.txt counts once (its first row), as in :func:`stop_departures`.
+    """
+    trips = feed.trips.drop_duplicates("trip_id")
+    per_trip = feed.trip_rows.reindex(trips["trip_id"]).fillna(0).to_numpy() * \
+        feed.runs.reindex(trips["trip_id"]).fillna(1).to_numpy()
+    k = np.searchsorted(services, trips["service_id"].to_numpy(str))
     return np.bincount(k, weights=per_trip, minlength=len(services))
 
 
+def busiest_calendar_start(feeds: list[Feed]) -> np.datetime64 | None:
+    """Where the most calendar.txt service is active: the earliest date on which the sum over active
+    calendar rows of (departures per running day x share of Monday-Friday flags set) peaks (an event sweep:
+    ``+w`` at start_date, ``-w`` the day after end_date). Rows are counted 1 each when no row has departures."""
+    starts, ends, weights = [], [], []
+    for f in feeds:
+        if not len(f.calendar):
+            continue
+        services = feed_services(f)
+        dep = service_departures(f, services)[np.searchsorted(services, f.calendar["service_id"].to_numpy(str))]
+        weekdays = (f.calendar[list(WEEKDAYS[:5])].to_numpy() == "1").mean(axis=1)
+        starts.append(_parse_dates(f.calendar["start_date"], f.path, "calendar.txt"))
+        ends.append(_parse_dates(f.calendar["end_date"], f.path, "calendar.txt"))
+        weights.append(dep * weekdays)
+    if not starts:
+        return None
+    start, end, w = np.concatenate(starts), np.concatenate(ends), np.concatenate(weights)
+    keep = end >= start
+    if not keep.any():
+        return None
+    start, end, w = start[keep], end[keep], w[keep]
+    if not (w > 0).any():
+        w = np.ones(len(w))
+    events, inverse = np.unique(np.concatenate([start, end + np.timedelta64(1, "D")]), return_inverse=True)
+    level = np.cumsum(np.bincount(inverse, weights=np.concatenate([w, -w]), minlength=len(events)))
+    return events[int(np.argmax(np.round(level, 9)))]  # argmax: the earliest of equal peaks
+
+
 def candidate_dates(feeds: list[Feed]) -> np.ndarray:
-    """Dates the feeds cover: calendar ranges (capped at MAX_AUTO_DAYS from the first) and calendar_dates dates."""
+    """Dates the feeds cover: every calendar_dates date, plus calendar dates in a window of MAX_AUTO_DAYS days.
+
+    When the union of the calendar ranges spans at most MAX_AUTO_DAYS days the window is all of it; else it
+    starts where the most service is active (:func:`busiest_calendar_start`), moved back to stay inside the
+    union, so one long-lived service (say 2015-2030) does not pull the search to the wrong year.
+    """
     starts, ends, extra = [], [], []
     for f in feeds:
         if len(f.calendar):
@@ -201,7 +245,11 @@ def candidate_dates(feeds: list[Feed]) -> np.ndarray:
     dates = [np.concatenate(extra)] if extra else []
     if starts:
         first, last = min(starts), max(ends)
-        last = min(last, first + np.timedelta64(MAX_AUTO_DAYS - 1, "D"))
+        span = np.timedelta64(MAX_AUTO_DAYS - 1, "D")
+        if last - first > span:
+            anchor = busiest_calendar_start(feeds)
+            first = max(first, min(anchor if anchor is not None else first, last - span))
+            last = first + span
         if last >= first:
             dates.append(np.arange(first, last + np.timedelta64(1, "D"), dtype="datetime64[D]"))
     return np.unique(np.concatenate(dates)) if dates else np.array([], dtype="datetime64[D]")
@@ -234,10 +282,12 @@ def stop_departures(feed: Feed, date: np.datetime64) -> pd.Series:
     """Departures per stop_id on ``date`` (only stops with at least one)."""
     services, active = service_matrix(feed, np.array([date], dtype="datetime64[D]"))
     running = set(services[active[0]])
-    trips = feed.trips[feed.trips["service_id"].isin(running)]
-    weight = feed.runs.reindex(trips["trip_id"].unique()).fillna(1)
+    trips = feed.trips.drop_duplicates("trip_id")
+    trips = trips[trips["service_id"].isin(running)]
+    weight = feed.runs.reindex(trips["trip_id"]).fillna(1)
     rows = feed.stop_rows[feed.stop_rows["trip_id"].isin(weight.index)]
-    # a trip listed twice in trips.txt counts once; its stop_times rows each count `runs` times
+    # a trip listed twice in trips.txt counts once (its first row, as in service_departures);
+    # its stop_times rows each count `runs` times
     per_row = weight.reindex(rows["trip_id"]).to_numpy()
     return pd.Series(per_row, index=rows["stop_id"].to_numpy()).groupby(level=0).sum()
 
@@ -245,12 +295,6 @@ def stop_departures(feed: Feed, date: np.datetime64) -> pd.Series:
 def _unit_xyz(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     la, lo = np.radians(lat), np.radians(lon)
     return np.column_stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)])
-
-
-def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
-    la1, lo1, la2, lo2 = (np.radians(np.asarray(v, dtype=np.float64)) for v in (lat1, lon1, lat2, lon2))
-    a = np.sin((la2 - la1) / 2) ** 2 + np.cos(la1) * np.cos(la2) * np.sin((lo2 - lo1) / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
 
 
 def accessibility(cell_lat: np.ndarray, cell_lon: np.ndarray, stop_lat: np.ndarray, stop_lon: np.ndarray,
@@ -269,7 +313,7 @@ def accessibility(cell_lat: np.ndarray, cell_lon: np.ndarray, stop_lat: np.ndarr
         return out
     cell_idx = np.repeat(np.arange(len(cell_lat)), lengths)
     stop_idx = np.concatenate([np.asarray(h, dtype=np.int64) for h in hits if len(h)])
-    d = haversine_km(cell_lat[cell_idx], cell_lon[cell_idx], stop_lat[stop_idx], stop_lon[stop_idx])
+    d = haversine_m(cell_lon[cell_idx], cell_lat[cell_idx], stop_lon[stop_idx], stop_lat[stop_idx]) / 1000.0
     keep = d <= max_km
     weights = departures[stop_idx[keep]] * np.exp(-d[keep] / decay_km)
     return np.bincount(cell_idx[keep], weights=weights, minlength=len(cell_lat))
