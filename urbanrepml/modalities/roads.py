@@ -7,7 +7,7 @@ distance between the nodes.
 
 Lengths per cell (``length_<class>_m``, ``length_total_m``): every segment is cut
 into equal pieces no longer than ``step_m`` (default: 1/20 of the resolution's
-mean hexagon edge, ~9 m at resolution 9); each piece's length goes to the cell
+mean hexagon edge, 10.04 m at resolution 9); each piece's length goes to the cell
 containing its midpoint. All vectorised (numpy + one h3 lookup for all
 midpoints). A piece straddling a cell border gives its whole length to one side,
 so the error is at most ``step_m / 2`` per border crossing, and it averages out
