@@ -147,8 +147,13 @@ def test_registry_bad_input(tracking, amsterdam):
             log_embedding_model(fused_table(area_name, amsterdam))
             raise RuntimeError("training crashed")
     assert mlflow.get_run(failed.info.run_id).info.status == "FAILED"
-    with pytest.raises(UrbanReprError, match="ended FAILED; a failed run is never registered"):
+    with pytest.raises(UrbanReprError, match="is FAILED, not FINISHED"):
         register_embeddings(failed.info.run_id, area_name)
+    # Nor does a run that is still RUNNING (e.g. one killed by SIGKILL, which nobody closed).
+    with mlflow.start_run() as running:
+        log_embedding_model(fused_table(area_name, amsterdam))
+        with pytest.raises(UrbanReprError, match="is RUNNING, not FINISHED"):
+            register_embeddings(running.info.run_id, area_name)
     # Embeddings of one study area never go into another's registered model.
     with mlflow.start_run() as ok:
         log_embedding_model(fused_table(area_name, amsterdam))

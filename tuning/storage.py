@@ -25,35 +25,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 from pathlib import Path
 from typing import Callable, Iterator
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from urbanrepml.errors import UrbanReprError
+from urbanrepml.redact import redact  # noqa: F401 - also used by tuning.study
 
 ENV_STORAGE = "URBANREPML_TUNE_STORAGE"
 DEFAULT_FILE = "optuna.db"
 JOURNAL_PREFIX = "journal:"
-
-
-def redact(url: str) -> str:
-    """``url`` with any password (in the netloc or a ``password=`` query field) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
-    if not parts.password and "password" not in (parts.query or "").lower():
-        return url
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            netloc = userinfo.split(":", 1)[0] + ":***@" + host
-    query = parts.query
-    if query and "password" in query.lower():
-        query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(query, keep_blank_values=True)], safe="*")
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def password_of(url: str) -> str | None:

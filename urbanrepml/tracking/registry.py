@@ -103,16 +103,16 @@ def register_embeddings(
     """Register the embedding model of ``run_id`` as a new version of ``urbanrepml-<study_area>``.
 
     The version is tagged from the model's metadata and ``alias`` (default ``candidate``) is moved
-    to it. Raises :class:`UrbanReprError` when the run or its model does not exist, the run
-    FAILED/was KILLED, or the model's embeddings belong to another study area.
+    to it. Raises :class:`UrbanReprError` when the run or its model does not exist, the run has
+    not FINISHED (failed, killed, or still running), or the embeddings belong to another study area.
     """
     client = MlflowClient()
     try:
         run = client.get_run(run_id)
     except MlflowException:
         raise UrbanReprError(f"run {run_id!r} not found in the tracking store; nothing registered") from None
-    if run.info.status in ("FAILED", "KILLED"):
-        raise UrbanReprError(f"run {run_id} ended {run.info.status}; a failed run is never registered")
+    if run.info.status != "FINISHED":
+        raise UrbanReprError(f"run {run_id} is {run.info.status}, not FINISHED; only a finished run is registered")
     logged = _find_logged_model(client, run_id, artifact_path)
     if logged is None:
         raise UrbanReprError(

@@ -25,6 +25,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 import mlflow  # noqa: E402
 
 from urbanrepml.errors import UrbanReprError  # noqa: E402
+from urbanrepml.redact import redact  # noqa: E402
 
 TAG_PREFIX = "urbanrepml."
 
@@ -41,16 +42,6 @@ def resolve_tracking_uri() -> str:
     return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
-def _redact(uri: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return uri
-
-
 def check_server(uri: str, timeout: float = 5.0) -> None:
     """For http(s) tracking URIs, fail clearly when the server does not answer."""
     if not uri.startswith(("http://", "https://")):
@@ -62,7 +53,7 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise UrbanReprError(
-            f"tracking server {_redact(uri)} is not reachable ({reason}); start it (mlflow server ...) "
+            f"tracking server {redact(uri)} is not reachable ({reason}); start it (mlflow server ...) "
             "or unset MLFLOW_TRACKING_URI to use the local SQLite store"
         ) from None
 
