@@ -162,3 +162,27 @@ def test_pentagon_area_falls_back_to_grid_disk():
     ids = h3ops.cells_to_str(cells)
     assert all(h3.grid_distance(ids[a], ids[b]) == 1 for a, b in edges.T)
     assert edges.shape[1] == sum(len([n for n in h3.grid_ring(c, 1) if h3.str_to_int(n) in set(cells.tolist())]) for c in ids)
+
+
+@pytest.mark.parametrize("body, message", [
+    ('targets = "x"', "'targets' in the top level must be a table"),
+    ('sources = "x"', "'sources' in the top level must be a table"),
+    ('[targets.t]\npath = "a.toml"\ncolumns = 5', "'columns' must be a non-empty list"),
+    ('[targets.t]\npath = "a.toml"\ncolumns = ["c"]\ntransform = "log1p"', "'transform' in \\[targets.t\\] must be a table"),
+    ('[sources]\nrasters = ["x.tif"]', "'rasters' in \\[sources\\] must be a table"),
+    ('[sources]\ngtfs = 3', "'sources.gtfs' must be a path or a list"),
+])
+def test_toml_with_wrong_value_types_is_one_clear_error(tmp_path, body, message):
+    from urbanrepml.config import load_study_area
+
+    toml = write_toml(tmp_path / "a.toml", [4.89, 52.36, 4.90, 52.37], body + "\n")
+    with pytest.raises(UrbanReprError, match=message):
+        load_study_area(toml)
+
+
+def test_toml_that_is_not_text_is_one_clear_error(tmp_path):
+    from urbanrepml.config import load_study_area
+
+    (tmp_path / "b.toml").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(UrbanReprError, match="not valid TOML"):
+        load_study_area(tmp_path / "b.toml")

@@ -115,7 +115,7 @@ def load_study_area(name_or_path: str | Path | StudyArea = DEFAULT_STUDY_AREA) -
     path = resolve_study_area_file(name_or_path)
     try:
         raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UrbanReprError(f"{path}: not valid TOML ({exc})") from None
     return _parse(raw, path)
 
@@ -124,6 +124,14 @@ def _require(raw: dict, key: str, where: str, path: Path):
     if key not in raw:
         raise UrbanReprError(f"{path}: missing key '{key}' in {where}")
     return raw[key]
+
+
+def _table(raw: dict, key: str, where: str, path: Path) -> dict:
+    """The sub-table ``key`` of ``raw`` (empty when absent); anything but a table is an error."""
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise UrbanReprError(f"{path}: '{key}' in {where} must be a table ([{key}] or {{ ... }}), got {type(value).__name__}")
+    return value
 
 
 def _existing(value, key: str, path: Path) -> Path:
@@ -152,9 +160,9 @@ def _parse_target(name: str, raw: dict, path: Path) -> TargetSpec:
     columns = _require(raw, "columns", where, path)
     if isinstance(columns, str):
         columns = [columns]
-    if not columns or not all(isinstance(c, str) for c in columns):
+    if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
         raise UrbanReprError(f"{path}: {where} 'columns' must be a non-empty list of column names")
-    transform = dict(raw.get("transform", {}))
+    transform = _table(raw, "transform", where, path)
     for column, how in transform.items():
         if column not in columns:
             raise UrbanReprError(f"{path}: {where} transform names column {column!r}, not in 'columns'")
@@ -194,15 +202,18 @@ def _parse(raw: dict, path: Path) -> StudyArea:
     else:
         boundary = _existing(boundary_raw, "boundary", path)
 
-    src = raw.get("sources", {})
+    src = _table(raw, "sources", "the top level", path)
     gtfs = src.get("gtfs", [])
     if isinstance(gtfs, str):
         gtfs = [gtfs]
+    if not isinstance(gtfs, list):
+        raise UrbanReprError(f"{path}: 'sources.gtfs' must be a path or a list of paths")
     sources = Sources(
         osm=_existing(src["osm"], "sources.osm", path) if "osm" in src else None,
         gtfs=tuple(_existing(g, "sources.gtfs", path) for g in gtfs),
-        rasters={k: _existing(v, f"sources.rasters.{k}", path) for k, v in src.get("rasters", {}).items()},
+        rasters={k: _existing(v, f"sources.rasters.{k}", path) for k, v in _table(src, "rasters", "[sources]", path).items()},
         images=_existing(src["images"], "sources.images", path) if "images" in src else None,
     )
-    targets = {k: _parse_target(k, v, path) for k, v in raw.get("targets", {}).items()}
+    targets_raw = _table(raw, "targets", "the top level", path)
+    targets = {k: _parse_target(k, _table(targets_raw, k, "[targets]", path), path) for k in targets_raw}
     return StudyArea(name=name, boundary=boundary, sources=sources, targets=targets, source_file=path)
