@@ -209,3 +209,29 @@ def test_bad_input_is_one_line_and_registers_nothing(tracking, small_area, capsy
     assert len(_versions(client, small_area)) == before  # nothing registered by any failed run
     failed = [r for r in _runs(client, small_area) if r.info.status == "FAILED" and r.data.tags.get("urbanrepml.stage") == "fuse"]
     assert all("tables/fused_res9.parquet" not in [a.path for a in client.list_artifacts(r.info.run_id, "tables")] for r in failed)
+
+
+def test_resume_uses_and_checks_the_original_input_tables(tracking, tmp_path):
+    import mlflow
+
+    from urbanrepml.errors import UrbanReprError
+    from urbanrepml.tables import file_digest
+    from urbanrepml.tracking.checkpoints import check_resume_inputs, resume_tables
+
+    mlflow.set_experiment("resume-inputs")
+    table = tmp_path / "poi_res9.parquet"
+    table.write_bytes(b"table v1")
+    with mlflow.start_run() as producer:
+        mlflow.log_artifact(str(table), artifact_path="tables")
+    digest = file_digest(table)
+    with mlflow.start_run() as fuse:
+        mlflow.log_params({"inputs.modalities": "poi", "inputs.poi.run_id": producer.info.run_id,
+                           "inputs.poi.sha256": digest[:16]})
+    table.write_bytes(b"table v2: a newer poi run overwrote the local table")
+    (got,) = resume_tables(fuse.info.run_id, 9, tmp_path / "dl").values()
+    assert got.read_bytes() == b"table v1"  # the producer run's artifact, not the newer local file
+    check_resume_inputs(fuse.info.run_id, {"poi": digest})
+    with pytest.raises(UrbanReprError, match=r"its input tables changed \(poi\)"):
+        check_resume_inputs(fuse.info.run_id, {"poi": file_digest(table)})
+    with pytest.raises(UrbanReprError, match=r"changed \(poi, roads\)"):
+        check_resume_inputs(fuse.info.run_id, {"poi": "0" * 64, "roads": "1" * 64})

@@ -171,9 +171,17 @@ def run_fuse_stage(p: FuseParams):
 
 
 def _load_inputs(p: FuseParams, spec, area):
+    """The fusion inputs; a resumed run gets exactly the tables it started with (checked by digest)."""
     from urbanrepml.fusion.inputs import load_fusion_inputs, parse_tables_param
+    from urbanrepml.tracking.checkpoints import check_resume_inputs, resume_tables
 
-    return load_fusion_inputs(spec, p.resolution, tables=parse_tables_param(p.tables), area=area)
+    tables = parse_tables_param(p.tables)
+    if p.resume_run_id and tables is None:
+        tables = resume_tables(p.resume_run_id, p.resolution, cache_dir() / "resume" / p.resume_run_id)
+    inputs = load_fusion_inputs(spec, p.resolution, tables=tables, area=area)
+    if p.resume_run_id:
+        check_resume_inputs(p.resume_run_id, inputs.digests)
+    return inputs
 
 
 def _barrier(world: int) -> None:

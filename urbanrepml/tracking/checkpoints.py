@@ -114,6 +114,37 @@ def resume_checks(run_id: str, study_area: str, model: str):
     return run
 
 
+def resume_tables(run_id: str, resolution: int, dst_dir) -> dict[str, Path]:
+    """The modality tables the fuse run ``run_id`` started from, downloaded from their producer runs."""
+    from urbanrepml.tracking.tables import table_artifact_path
+
+    params = MlflowClient().get_run(run_id).data.params
+    tables: dict[str, Path] = {}
+    for m in filter(None, params.get("inputs.modalities", "").split(",")):
+        producer = params.get(f"inputs.{m}.run_id", "none")
+        if producer == "none":
+            raise UrbanReprError(f"resume_run_id {run_id}: its {m} table was given as a file, not found in the store; "
+                                 "resume with the same -P tables=...")
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=producer, artifact_path=table_artifact_path(m, resolution),
+                                                        dst_path=str(Path(dst_dir) / m))
+        except MlflowException:
+            raise UrbanReprError(f"resume_run_id {run_id}: the {m} table of run {producer} is gone; start a new fuse run") from None
+        tables[m] = Path(local)
+    return tables
+
+
+def check_resume_inputs(run_id: str, digests: dict[str, str]) -> None:
+    """Refuse to resume ``run_id`` on inputs other than the ones it started with (by table digest)."""
+    params = MlflowClient().get_run(run_id).data.params
+    before = {k.split(".")[1]: v for k, v in params.items() if k.startswith("inputs.") and k.endswith(".sha256")}
+    now = {m: d[:16] for m, d in digests.items()}
+    changed = sorted(m for m in before.keys() | now.keys() if before.get(m) != now.get(m))
+    if changed:
+        raise UrbanReprError(f"resume_run_id {run_id}: its input tables changed ({', '.join(changed)}); "
+                             "resume on the same tables or start a new fuse run")
+
+
 def latest_checkpoint(run_id: str) -> tuple[str, int] | None:
     """(artifact path, epoch) of the newest ``checkpoints/epoch_*.pt`` of a run, or None."""
     client = MlflowClient()
