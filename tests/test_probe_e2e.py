@@ -168,7 +168,7 @@ def test_bad_inputs_are_one_clear_line(tracking, tmp_path):
     # fewer spatial blocks than folds: through the entry point, exit 2 and one line
     proc = run_entry("probe.py", ["--study_area", area, "--table", str(emb), "--block_resolution", "4"], tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
+    assert [ln for ln in proc.stderr.strip().splitlines() if " INFO mlflow." not in ln] == [  # a fresh store logs its creation
         "error: only 3 spatial block(s) at block_resolution 4 hold the 1227 probed cells, fewer than folds=5; "
         "use a finer block_resolution (e.g. 5) or fewer folds"]
     # a target file that does not overlap the area
@@ -181,6 +181,20 @@ def test_bad_inputs_are_one_clear_line(tracking, tmp_path):
     const = poa_area(tmp_path, "poa_e2e_bad", '[targets.k]\npath = "const.csv"\nid = "id"\ncolumns = ["c"]\n')
     with pytest.raises(UrbanReprError, match=r"target 'c' .* is constant \(1\) on its 1227 cell\(s\); R² is undefined"):
         run_probe_stage(const, table=str(emb))
+    # a target that varies on the area's cells but is constant on the probed ones (the embedding covers only part)
+    from urbanrepml.tables import read_table
+
+    full = read_table(emb)
+    part = full.frame.index[: len(full.frame) // 2]
+    half = tmp_path / "half.parquet"
+    write_table(EmbeddingTable(full.frame.loc[part], full.meta), half)
+    ids = pd.read_csv(HEXGRID)["id"]
+    canon = h3ops.cells_to_str(h3ops.parse_cells(ids))
+    pd.DataFrame({"id": ids, "v": np.random.default_rng(0).normal(size=len(ids)),
+                  "d": np.where(pd.Index(canon).isin(part), 1.0, 2.0)}).to_csv(tmp_path / "part.csv", index=False)
+    partly = poa_area(tmp_path, "poa_e2e_bad", '[targets.p]\npath = "part.csv"\nid = "id"\ncolumns = ["v", "d"]\n')
+    with pytest.raises(UrbanReprError, match=r"^target\(s\) 'd' \(1 distinct value\(s\)\) are constant on the \d+ probed cells"):
+        run_probe_stage(partly, table=str(half))
     # a model URI that does not exist; no registered model at all
     with pytest.raises(UrbanReprError, match="registered model 'urbanrepml-nowhere' does not exist"):
         run_probe_stage(area, model_uri="models:/urbanrepml-nowhere/3")

@@ -95,6 +95,15 @@ def test_promote_flow(tracking, tmp_path):
     assert d.decision in ("rejected", "kept") and str(client.get_model_version_by_alias(model, "champion").version) == v2
     assert client.get_model_version(model, v3).tags.get("probe.mean_r2")
 
+    # 5. another fold seed: every record was made on other folds, so every version is re-probed on the new ones
+    #    (the champion included) and only scores on the same folds are compared
+    d = run_promote_stage(area, seed=3)
+    assert sorted(d.probed) == sorted([v1, v2, v3]) and d.decision in ("kept", "rejected", "promoted")
+    tags = {v: client.get_model_version(model, v).tags for v in (v1, v2, v3)}
+    assert {t["probe.seed"] for t in tags.values()} == {"3"} and len({t["probe.folds_digest"] for t in tags.values()}) == 1
+    assert tags[v1]["probe.folds_digest"] != mv1.tags["probe.folds_digest"]  # other seed, other folds
+    assert run_promote_stage(area, seed=3).probed == []  # now recorded on seed 3
+
     import mlflow
 
     emb = mlflow.pyfunc.load_model(f"models:/{model}@champion")
@@ -117,6 +126,26 @@ def test_decide_rules_and_refusals(tracking):
         decide({}, None, "mean_r2", 0.0)
     assert not decide({"2": e("2", 0.9, c=None)}, None, "mean_r2", 0.0).promote
 
+    # scores on other folds than the champion's are not comparable: never promoted over it
+    f = lambda v, x, d: Evidence(v, x, 0.1, 0.2, f"run{v}", d)  # noqa: E731
+    d = decide({"1": f("1", 0.5, "aaa"), "2": f("2", 0.9, "bbb")}, "1", "mean_r2", 0.0)
+    assert not d.promote and d.decision == "rejected" and d.best.version == "2" and "not comparable" in d.reason
+    d = decide({"1": f("1", 0.5, "aaa"), "2": f("2", 0.3, "bbb"), "3": f("3", 0.6, "aaa")}, "1", "mean_r2", 0.0)
+    assert d.promote and d.best.version == "3"  # the incomparable one scores lower: the comparable best wins
+    assert decide({"1": f("1", 0.5, "aaa"), "2": f("2", 0.9, "bbb")}, None, "mean_r2", 0.0).best.version == "2"
+
+    # a record counts only on the current settings, the fold seed included (older records without it do not)
+    from urbanrepml.tracking.promotion import has_probe_record
+
+    class Rec:
+        tags = {"probe.run_id": "r", "probe.folds_digest": "d", "probe.mean_r2": "0.3", "probe.cv": "spatial",
+                "probe.block_resolution": "7", "probe.folds": "5", "probe.seed": "12345678"}
+
+    assert has_probe_record(Rec(), seed=12345678) and not has_probe_record(Rec(), seed=0)
+    assert not has_probe_record(Rec(), block_resolution=6, seed=12345678)
+    Rec.tags = {k: v for k, v in Rec.tags.items() if k != "probe.seed"}
+    assert not has_probe_record(Rec())
+
     class MV:  # a version without probe tags
         name, version, tags, run_id = "urbanrepml-x", "4", {}, "r"
 
@@ -128,8 +157,11 @@ def test_promote_without_versions_is_one_clear_line(tracking, tmp_path, capsys):
     area = poa_area(tmp_path, "poa_promote_empty")
     code, _, err = _main("promote.py", ["--study_area", area], capsys)
     assert code == 2
-    assert err.strip() == ("error: registered model 'urbanrepml-poa_promote_empty' has no versions to promote; run "
+    assert err.strip().splitlines()[-1] == ("error: registered model 'urbanrepml-poa_promote_empty' has no versions to promote; run "
                                    "`mlflow run . -e fuse` (or -e tune) with study_area=poa_promote_empty first")
+    for bad in ("nan", "-0.1", "inf"):  # a min_gain that is not a finite number >= 0: one line, before anything else
+        code, _, err = _main("promote.py", ["--study_area", area, "--min_gain", bad], capsys)
+        assert code == 2 and err.strip().splitlines()[-1].startswith("error: min_gain must be a finite number >= 0") and bad in err
 
 
 def test_pipeline_nested_runs_and_summary(tracking, tmp_path):
@@ -163,3 +195,21 @@ def test_pipeline_nested_runs_and_summary(tracking, tmp_path):
     assert "| baseline concat |" in text and "| lat/lon 10-NN |" in text and "| full_unet |" in text
     csv = pd.read_csv(client.download_artifacts(parent.info.run_id, "summary/pipeline_summary.csv", str(tmp_path / "dl")))
     assert set(csv["section"]) == {"modality", "fusion", "probe", "promote"}
+
+
+def test_pipeline_fails_when_a_named_modality_source_fails(tracking, tmp_path):
+    """A modality whose sources the area names but which fails to build fails the pipeline (no silent fusing without it)."""
+    from tests.helpers import REPO
+    from urbanrepml.pipeline import run_pipeline
+
+    pbf = (REPO / "data/demo/amsterdam/amsterdam_centre.osm.pbf").read_bytes()
+    (tmp_path / "cut.osm.pbf").write_bytes(pbf[: len(pbf) // 2])
+    toml = tmp_path / "pipecut.toml"
+    toml.write_text('name = "pipecut"\nboundary = [4.8906, 52.3657, 4.9037, 52.3737]\n[sources]\nosm = "cut.osm.pbf"\n')
+    with pytest.raises(UrbanReprError, match=r"modality '\w+' of study area 'pipecut' failed to build .*cut\.osm\.pbf"):
+        run_pipeline(str(toml), model="concat", epochs=1)
+    client = MlflowClient(tracking)
+    assert client.search_registered_models("name = 'urbanrepml-pipecut'") == []
+    runs = client.search_runs([client.get_experiment_by_name("urbanrepml-pipecut").experiment_id])
+    assert {r.data.tags["urbanrepml.stage"] for r in runs} >= {"pipeline"}
+    assert all(r.info.status == "FAILED" for r in runs)

@@ -5,7 +5,9 @@ it becomes a nested run:
 
 1. modalities: every modality of :data:`urbanrepml.modalities.MODALITIES` whose sources the area
    names; a modality that already has a finished table at ``resolution`` in the tracking store is
-   reused (said so in the summary), a modality without sources is skipped with the reason;
+   reused (said so in the summary), a modality without sources is skipped with the reason; a modality
+   whose sources the area names but whose build fails fails the pipeline (one line, exit 2), as in
+   ``fuse`` - it never fuses silently without it;
 2. ``fuse`` (:func:`urbanrepml.fusion.stage.run_fuse_stage`): registers a new version, alias candidate;
 3. ``probe`` of that version (records ``probe.*`` on it);
 4. ``promote`` (:func:`urbanrepml.tracking.promotion.run_promote_stage`).
@@ -62,11 +64,9 @@ def _modality_step(study_area: str, spec, resolution: int) -> list[dict]:
         print(f"pipeline: {name}: building at resolution {resolution}", flush=True)
         try:
             table = run_modality_stage(modality, study_area, resolution, nested=True)
-        except UrbanReprError as exc:
-            row["status"] = f"failed: {exc}"
-            rows.append(row)
-            print(f"pipeline: {name}: failed ({exc}); fusing without it", flush=True)
-            continue
+        except UrbanReprError as exc:  # the area names sources for it and they fail: the pipeline fails (as fuse does)
+            raise UrbanReprError(f"pipeline: modality {name!r} of study area {spec.name!r} failed to build ({exc}); "
+                                 "fix its sources or remove them from the study area") from exc
         run = client.get_run(table.meta.producer_run_id)
         row.update(status="built", run_id=run.info.run_id, coverage=run.data.metrics.get("coverage", float("nan")),
                    cells=run.data.metrics.get("cells_with_data", float("nan")))
@@ -136,7 +136,7 @@ def run_pipeline(study_area: str, *, model: str = "full_unet", epochs: int = 60,
                 rows[label] = {"mean_r2": metrics[f"{prefix}mean_r2"], **{t: metrics.get(f"{prefix}r2_{t}", float("nan")) for t in targets}}
         probe_summary = {"targets": targets, "rows": rows}
 
-        decision = run_promote_stage(study_area)
+        decision = run_promote_stage(study_area, probe=probe, seed=seed)  # the same folds as the probe above
         promote = {"decision": decision.decision, "reason": decision.reason}
 
         md = summary_markdown(spec.name, modalities, fuse, probe_summary, promote)

@@ -191,6 +191,17 @@ class CVResult:
 FitFunction = Callable[[np.ndarray, np.ndarray, np.ndarray], Fitted]
 
 
+def constant_targets(targets: pd.DataFrame) -> dict[str, int]:
+    """``{target: distinct values}`` for every column with fewer than 2 distinct finite values (R² undefined)."""
+    out = {}
+    for target in targets.columns:
+        values = targets[target].to_numpy(dtype=np.float64)
+        n = int(np.unique(values[np.isfinite(values)]).size)
+        if n < 2:
+            out[target] = n
+    return out
+
+
 def cross_validate(
     x: np.ndarray | pd.DataFrame,
     targets: pd.DataFrame,

@@ -29,7 +29,7 @@ import pandas as pd
 from urbanrepml.analysis.cluster import cluster_embeddings
 from urbanrepml.analysis.figures import cluster_scores, fold_map, r2_bars, target_maps
 from urbanrepml.analysis.folds import make_folds
-from urbanrepml.analysis.probes import PROBES, CVResult, cross_validate, latlon_km
+from urbanrepml.analysis.probes import PROBES, CVResult, constant_targets, cross_validate, latlon_km
 from urbanrepml.analysis.targets import load_targets
 from urbanrepml.areas import build_area, h3ops
 from urbanrepml.config import load_study_area
@@ -182,6 +182,13 @@ def run_probe_stage(
     if len(cells) == 0:
         raise UrbanReprError(f"no cell has both a target value and an embedding ({len(emb)} embedded cells, {len(targets.frame)} target cells)")
     y = targets.frame.loc[cells]
+    flat = constant_targets(y)
+    if flat:
+        which = ", ".join(f"{t!r} ({n} distinct value(s))" for t, n in flat.items())
+        raise UrbanReprError(
+            f"target(s) {which} are constant on the {len(cells)} probed cells, so R² is undefined "
+            "(probed: cells with a target value, an embedding and baselines); "
+            "drop them from [targets] of the study area or probe embeddings that cover more of the area")
     fold = make_folds(cells, cv, block_resolution, folds, seed)
     pfx = fold.metric_prefix
 
@@ -258,11 +265,11 @@ def run_probe_stage(
         if inp.model_version and cv == "spatial":
             from urbanrepml.tracking.registry import record_probe
 
-            record = {"mean_r2": metrics["mean_r2"], "probe": probe, "block_resolution": block_resolution, "folds": folds}
-            for name in baselines:
-                record[f"baseline_{name}_mean_r2"] = metrics[f"baseline_{name}_mean_r2"]
-            for t in y.columns:
-                record[f"r2_{t}"] = metrics[f"r2_{t}"]
+            # the settings the folds were made with: promote trusts a record only when they match its own
+            record = {"probe": probe, "cv": cv, "block_resolution": block_resolution, "folds": folds,
+                      "seed": str(int(seed))}  # a string: record_probe rounds numbers to 6 digits
+            keys = ["mean_r2", *(f"baseline_{name}_mean_r2" for name in baselines), *(f"r2_{t}" for t in y.columns)]
+            record.update({k: metrics[k] for k in keys if metrics.get(k) is not None})  # NaN metrics were dropped
             prefix = "probe." if probe == "ridge" else f"probe.{probe}."
             record_probe(inp.model_version, record, run.info.run_id, fold.digest, prefix=prefix)
             recorded = f"; recorded on {inp.model_version[0]} version {inp.model_version[1]}"

@@ -4,23 +4,28 @@
 
 1. lists the versions of ``urbanrepml-<study_area>`` (none: a clear error);
 2. probes every version that lacks a probe record on the current settings (tags ``probe.*`` written
-   by the probe stage with the same ``probe``, ``block_resolution`` and ``folds``), each as a nested
-   probe run - the folds are the spatial blocks of the probe stage, so every version, and its concat
-   and ring baselines, are scored on the same blocks;
+   by the probe stage with spatial folds and the same ``probe``, ``block_resolution``, ``folds`` and
+   fold ``seed``), each as a nested probe run - every version, and its concat and ring baselines, are
+   scored on the spatial blocks of the probe stage;
 3. reads each version's evidence from its probe run: ``<metric>``, ``baseline_concat_<metric>``,
    ``baseline_ring_<metric>`` (lower is better for ``rmse``/``mae``/``poisson_deviance`` metrics);
 4. picks the best version and moves ``champion`` to it only if it beats the current champion and both
-   baselines by at least ``min_gain`` (and by something: a tie never moves the alias);
+   baselines by at least ``min_gain`` (and by something: a tie never moves the alias); only versions
+   scored on the champion's folds (equal ``folds_digest``) compete with it - a better score on other
+   folds is rejected as not comparable;
 5. records the decision and evidence on the version as tags ``promote.decision``, ``promote.reason``,
    ``promote.evidence`` (JSON: values, run ids, folds digests), and the same on the promote run.
 
-Versions that have no probe record after step 2 (their probe failed) are never promoted. Running it
-again with nothing new changes no alias and probes nothing (idempotent).
+Versions that have no probe record after step 2 (their probe failed) are never promoted; the failure
+is not recorded, so each run probes them again. Otherwise running it again with nothing new changes no
+alias and probes nothing (idempotent). Caveat: a version registered by ``tune`` was selected on the
+same default folds, so its score here is a maximum over trials; use ``min_gain`` > 0 or another ``seed``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -75,14 +80,19 @@ def _gain(metric: str, a: float, b: float) -> float:
     return a - b if higher_is_better(metric) else b - a
 
 
-def has_probe_record(mv, probe: str = "ridge", block_resolution: int = 7, folds: int = 5) -> bool:
+def has_probe_record(mv, probe: str = "ridge", block_resolution: int = 7, folds: int = 5, seed: int = 0) -> bool:
+    """Whether ``mv`` holds a probe record made with these settings (spatial folds, same block resolution,
+    fold count and fold seed). A record without the settings (an older one) does not count: it is re-probed."""
     prefix = "probe." if probe == "ridge" else f"probe.{probe}."
     t = mv.tags
     if not (t.get(f"{prefix}run_id") and t.get(f"{prefix}folds_digest") and t.get(f"{prefix}mean_r2")):
         return False
+    if t.get(f"{prefix}cv", "spatial") != "spatial":
+        return False
     try:
-        return int(float(t.get(f"{prefix}block_resolution", -1))) == block_resolution and int(float(t.get(f"{prefix}folds", -1))) == folds
-    except ValueError:
+        return all(int(float(t.get(f"{prefix}{key}", "nan"))) == want
+                   for key, want in (("block_resolution", block_resolution), ("folds", folds), ("seed", seed)))
+    except (ValueError, OverflowError):
         return False
 
 
@@ -120,8 +130,21 @@ def decide(evidence: dict[str, Evidence], champion: str | None, metric: str, min
     """The promotion rule (pure): best by ``metric``; promote iff it beats the champion and both baselines."""
     if not evidence:
         raise UrbanReprError("refusing to promote: no version has a probe record; run the probe stage on a version first")
-    best = max(evidence.values(), key=lambda e: (e.value if higher_is_better(metric) else -e.value, int(e.version)))
+    def rank(e: Evidence):
+        return (e.value if higher_is_better(metric) else -e.value, int(e.version))
+
     champ = evidence.get(champion) if champion else None
+    # Scores are comparable only on the same folds (same cells, block resolution, fold count and seed):
+    # with a champion, only versions scored on the champion's folds compete with it.
+    comparable = {v: e for v, e in evidence.items() if champ is None or e.folds_digest == champ.folds_digest}
+    best = max(comparable.values(), key=rank)
+    other = [e for e in evidence.values() if e.version not in comparable]
+    if other and rank(top := max(other, key=rank)) > rank(best):
+        return Decision(False, "rejected", f"version {top.version} ({metric} {top.value:.4f}) was scored on other folds "
+                                           f"(digest {top.folds_digest[:12]}) than {CHAMPION} version {champ.version} "
+                                           f"(digest {champ.folds_digest[:12]}: other cells or fold settings), so the "
+                                           "scores are not comparable; it is not promoted", metric=metric,
+                        min_gain=min_gain, best=top, champion=champ, previous_champion=champion)
     base = dict(metric=metric, min_gain=min_gain, best=best, champion=champ, previous_champion=champion)
     if champion == best.version:
         return Decision(False, "kept", f"version {best.version} is already {CHAMPION} and still the best by {metric}", **base)
@@ -154,8 +177,8 @@ def run_promote_stage(study_area: str, metric: str = "mean_r2", min_gain: float 
     from urbanrepml.config import load_study_area
     from urbanrepml.tracking.runs import configure_tracking, stage_run, tag
 
-    if min_gain < 0:
-        raise UrbanReprError(f"min_gain must be >= 0, got {min_gain}")
+    if not (isinstance(min_gain, (int, float)) and math.isfinite(min_gain) and min_gain >= 0):
+        raise UrbanReprError(f"min_gain must be a finite number >= 0 (e.g. -P min_gain=0.01), got {min_gain!r}")
     spec = load_study_area(study_area)
     configure_tracking()
     client = MlflowClient()
@@ -168,13 +191,13 @@ def run_promote_stage(study_area: str, metric: str = "mean_r2", min_gain: float 
         raise UrbanReprError(f"registered model {name!r} has no versions to promote; run `mlflow run . -e fuse` "
                              f"(or -e tune) with study_area={spec.name} first")
     params = {"study_area": study_area, "metric": metric, "min_gain": min_gain, "promote.probe": probe,
-              "promote.block_resolution": block_resolution, "promote.folds": folds}
+              "promote.block_resolution": block_resolution, "promote.folds": folds, "promote.seed": seed}
     with stage_run("promote", spec.name, run_name="promote") as run:
         present = client.get_run(run.info.run_id).data.params
         mlflow.log_params({k: v for k, v in params.items() if k not in present})
         probed, skipped = [], {}
         for mv in sorted(versions, key=lambda v: int(v.version)):
-            if has_probe_record(mv, probe, block_resolution, folds):
+            if has_probe_record(mv, probe, block_resolution, folds, seed):
                 continue
             print(f"promote: probing {name} version {mv.version} (no probe record on these folds)", flush=True)
             try:
@@ -186,7 +209,7 @@ def run_promote_stage(study_area: str, metric: str = "mean_r2", min_gain: float 
                 print(f"promote: version {mv.version} not probed ({exc}); it cannot be promoted", flush=True)
         evidence: dict[str, Evidence] = {}
         for mv in client.search_model_versions(f"name = '{name}'"):
-            if not has_probe_record(mv, probe, block_resolution, folds):
+            if not has_probe_record(mv, probe, block_resolution, folds, seed):
                 skipped.setdefault(str(mv.version), "no probe record")
                 continue
             evidence[str(mv.version)] = evidence_of(mv, metric, probe, client)
