@@ -16,8 +16,11 @@ The trial's run gets the per-epoch losses, per-target R², and the fused table
 (``tables/fused_res<r>.parquet``) so the best trial can be registered without retraining.
 
 Caveat (said in docs/tuning-and-team-tracking.md too): the best score of a study is optimistic (it is a
-maximum over trials scored on the same folds); ``promote`` re-probes registered versions and demands
-that they beat both free baselines.
+maximum over trials scored on the same folds). ``promote`` does not correct this: it re-probes the
+registered best trial on the same default folds (ridge, res-7 blocks, 5 folds, fold seed 0 - the study's
+folds when the study seed is 0), so the promoted score is still that maximum. Demand a margin
+(``-P min_gain`` > 0) or judge on other folds: the ``promote`` entry point has no seed or
+block-resolution parameter, but ``run_promote_stage(..., seed=..., block_resolution=...)`` takes them.
 """
 
 from __future__ import annotations
