@@ -131,12 +131,10 @@ def _log_trial_run(frozen, state: TrialState, value, error: str | None) -> None:
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
+    from urbanrepml.tracking.runs import log_new_params
+
     run = mlflow.active_run()
-    params = {k: v for k, v in frozen.params.items()}
-    present = MlflowClient().get_run(run.info.run_id).data.params
-    params = {k: v for k, v in params.items() if k not in present}
-    if params:
-        mlflow.log_params(params)
+    log_new_params(frozen.params)
     now = int(time.time() * 1000)
     metrics = [Metric("intermediate_value", float(v), now, int(step)) for step, v in sorted(frozen.intermediate_values.items())]
     if value is not None:

@@ -120,17 +120,6 @@ def _baseline_features(inp: ProbeInput, spec, area) -> tuple[dict[str, pd.DataFr
     return frames, f"{fallback}baselines computed from modality tables {mods}"
 
 
-def _log_new_params(params: dict) -> None:
-    """Log params the run does not hold yet (under ``mlflow run`` the CLI has logged the entry point's own, as typed)."""
-    import mlflow
-
-    run = mlflow.active_run()
-    existing = mlflow.get_run(run.info.run_id).data.params if run else {}
-    fresh = {k: v for k, v in params.items() if k not in existing}
-    if fresh:
-        mlflow.log_params(fresh)
-
-
 def _summary_rows(results: dict[str, CVResult]) -> pd.DataFrame:
     rows = []
     for feature_set, res in results.items():
@@ -159,6 +148,7 @@ def run_probe_stage(
     import mlflow
 
     from urbanrepml.tracking import configure_tracking, log_figure, log_source_files, log_table_input, stage_run
+    from urbanrepml.tracking.runs import log_new_params
 
     if probe not in PROBES or probe == "knn":
         raise UrbanReprError(f"probe must be one of ridge, ols, mlp; got {probe!r}")
@@ -201,7 +191,7 @@ def run_probe_stage(
     if nested is None:
         nested = mlflow.active_run() is not None
     with stage_run("probe", spec.name, tags=tags, run_name=f"probe-{probe}-{inp.kind}", nested=nested) as run:
-        _log_new_params(params)
+        log_new_params(params)
         start = time.perf_counter()
         source = inp.uri if inp.kind == "model" else None
         if inp.table.path is not None:
@@ -294,6 +284,7 @@ def run_cluster_stage(study_area: str, *, model_uri: str | None = None, table: s
     import mlflow
 
     from urbanrepml.tracking import configure_tracking, log_figure, log_table_input, stage_run
+    from urbanrepml.tracking.runs import log_new_params
     from urbanrepml.plots import cells_map
 
     spec = load_study_area(study_area)
@@ -308,7 +299,7 @@ def run_cluster_stage(study_area: str, *, model_uri: str | None = None, table: s
         nested = mlflow.active_run() is not None
     with stage_run("cluster", spec.name, tags={"input": inp.kind, "resolution": res}, run_name=f"cluster-{inp.kind}",
                    nested=nested) as run:
-        _log_new_params(params)
+        log_new_params(params)
         if inp.table.path is not None:
             log_table_input("embeddings", inp.table.path, source_uri=inp.uri if inp.kind == "model" else None, context="cluster_input")
         result = cluster_embeddings(inp.table.frame, resolutions, k_min, k_max, seed)

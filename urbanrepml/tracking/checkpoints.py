@@ -30,7 +30,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from urbanrepml.errors import UrbanReprError
-from urbanrepml.tracking.runs import configure_tracking, ending_run, stage_run, tag
+from urbanrepml.tracking.runs import configure_tracking, ending_run, log_new_params, stage_run, tag
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_NAME = "best.pt"
@@ -205,10 +205,7 @@ def fuse_run(study_area: str, *, params: Mapping[str, object], tags: Mapping[str
     mlflow.enable_system_metrics_logging()
     if not resume_run_id:
         with stage_run("fuse", study_area, tags=tags, run_name=run_name) as run:
-            # Under `mlflow run` the CLI has logged the MLproject params already (as typed by the user);
-            # log only the ones it did not, so a differently formatted value never clashes.
-            present = MlflowClient().get_run(run.info.run_id).data.params
-            mlflow.log_params({k: v for k, v in params.items() if k not in present})
+            log_new_params(params)
             yield run
         return
     configure_tracking()

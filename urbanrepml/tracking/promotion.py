@@ -175,7 +175,7 @@ def run_promote_stage(study_area: str, metric: str = "mean_r2", min_gain: float 
     """See the module docstring. Returns the decision (also printed and recorded)."""
     from urbanrepml.analysis.stage import run_probe_stage
     from urbanrepml.config import load_study_area
-    from urbanrepml.tracking.runs import configure_tracking, stage_run, tag
+    from urbanrepml.tracking.runs import configure_tracking, log_new_params, stage_run, tag
 
     if not (isinstance(min_gain, (int, float)) and math.isfinite(min_gain) and min_gain >= 0):
         raise UrbanReprError(f"min_gain must be a finite number >= 0 (e.g. -P min_gain=0.01), got {min_gain!r}")
@@ -193,8 +193,7 @@ def run_promote_stage(study_area: str, metric: str = "mean_r2", min_gain: float 
     params = {"study_area": study_area, "metric": metric, "min_gain": min_gain, "promote.probe": probe,
               "promote.block_resolution": block_resolution, "promote.folds": folds, "promote.seed": seed}
     with stage_run("promote", spec.name, run_name="promote") as run:
-        present = client.get_run(run.info.run_id).data.params
-        mlflow.log_params({k: v for k, v in params.items() if k not in present})
+        log_new_params(params)
         probed, skipped = [], {}
         for mv in sorted(versions, key=lambda v: int(v.version)):
             if has_probe_record(mv, probe, block_resolution, folds, seed):

@@ -94,8 +94,21 @@ def stage_run(
     with ending_run():
         mlflow.set_tags({tag("stage"): stage, tag("study_area"): study_area, **{tag(k): str(v) for k, v in (tags or {}).items()}})
         if params:
-            mlflow.log_params({k: v for k, v in params.items()})
+            log_new_params(params)
         yield run
+
+
+def log_new_params(params: Mapping[str, object]) -> None:
+    """Log the params the active run does not hold yet.
+
+    Under ``mlflow run`` the CLI has already logged the entry point's own params
+    (as the user typed them); logging them again with another formatting would clash.
+    """
+    run = mlflow.active_run()
+    existing = mlflow.get_run(run.info.run_id).data.params
+    fresh = {k: v for k, v in params.items() if k not in existing}
+    if fresh:
+        mlflow.log_params(fresh)
 
 
 @contextlib.contextmanager
