@@ -253,15 +253,14 @@ def run_probe_stage(
 
         recorded = ""
         if inp.model_version and cv == "spatial":
-            from urbanrepml.tracking.registry import record_probe
+            from urbanrepml.tracking.registry import probe_prefix, record_probe
 
             # the settings the folds were made with: promote trusts a record only when they match its own
             record = {"probe": probe, "cv": cv, "block_resolution": block_resolution, "folds": folds,
                       "seed": str(int(seed))}  # a string: record_probe rounds numbers to 6 digits
             keys = ["mean_r2", *(f"baseline_{name}_mean_r2" for name in baselines), *(f"r2_{t}" for t in y.columns)]
             record.update({k: metrics[k] for k in keys if metrics.get(k) is not None})  # NaN metrics were dropped
-            prefix = "probe." if probe == "ridge" else f"probe.{probe}."
-            record_probe(inp.model_version, record, run.info.run_id, fold.digest, prefix=prefix)
+            record_probe(inp.model_version, record, run.info.run_id, fold.digest, prefix=probe_prefix(probe))
             recorded = f"; recorded on {inp.model_version[0]} version {inp.model_version[1]}"
 
         lines = [inp.note, baseline_note, f"{len(cells)} cells probed of {n_area} in the area; folds {fold.digest[:12]} ({fold.n_blocks} blocks)"]

@@ -34,7 +34,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from urbanrepml.errors import UrbanReprError
-from urbanrepml.tracking.registry import CHAMPION, get_version_by_alias, registered_model_name, set_alias
+from urbanrepml.tracking.registry import CHAMPION, get_version_by_alias, probe_prefix, registered_model_name, set_alias
 
 LOWER_IS_BETTER = ("rmse", "mae", "poisson_deviance")
 PROMOTE_PREFIX = "promote."
@@ -83,7 +83,7 @@ def _gain(metric: str, a: float, b: float) -> float:
 def has_probe_record(mv, probe: str = "ridge", block_resolution: int = 7, folds: int = 5, seed: int = 0) -> bool:
     """Whether ``mv`` holds a probe record made with these settings (spatial folds, same block resolution,
     fold count and fold seed). A record without the settings (an older one) does not count: it is re-probed."""
-    prefix = "probe." if probe == "ridge" else f"probe.{probe}."
+    prefix = probe_prefix(probe)
     t = mv.tags
     if not (t.get(f"{prefix}run_id") and t.get(f"{prefix}folds_digest") and t.get(f"{prefix}mean_r2")):
         return False
@@ -99,7 +99,7 @@ def has_probe_record(mv, probe: str = "ridge", block_resolution: int = 7, folds:
 def evidence_of(mv, metric: str, probe: str = "ridge", client: MlflowClient | None = None) -> Evidence:
     """The version's probe evidence for ``metric`` (from its recorded probe run's metrics)."""
     client = client or MlflowClient()
-    prefix = "probe." if probe == "ridge" else f"probe.{probe}."
+    prefix = probe_prefix(probe)
     run_id = mv.tags.get(f"{prefix}run_id")
     if not run_id:
         raise UrbanReprError(f"{mv.name} version {mv.version} has no probe record; probe it first (mlflow run . -e probe)")

@@ -37,6 +37,11 @@ from urbanrepml.tracking.pyfunc import MODEL_ARTIFACT_PATH
 CANDIDATE = "candidate"
 CHAMPION = "champion"
 PROBE_PREFIX = "probe."
+
+
+def probe_prefix(probe: str = "ridge") -> str:
+    """Tag prefix of a version's probe record: ``probe.`` for the headline ridge probe, ``probe.<name>.`` otherwise."""
+    return PROBE_PREFIX if probe == "ridge" else f"{PROBE_PREFIX}{probe}."
 _ALIAS_URI = re.compile(r"^models:/([^/@]+)@([^/@]+)/?$")
 _VERSION_URI = re.compile(r"^models:/([^/@]+)/(\d+)/?$")
 
