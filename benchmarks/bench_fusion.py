@@ -129,7 +129,6 @@ def _reference_model(in_dim: int, dims, convs: int, out_dim: int = 32):
 
 
 def _run_reference(levels, x, epochs: int, device) -> list[float]:
-    import numpy as np
     import torch
 
     edges = [torch.from_numpy(e).to(device) for e in levels.edges]
@@ -149,19 +148,12 @@ def _run_reference(levels, x, epochs: int, device) -> list[float]:
     model, loss_fn = _reference_model(x.shape[1], (64, 128, 256), 10)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-    times = []
-    for _ in range(epochs):
-        t = time.perf_counter()
-        opt.zero_grad()
+
+    def step_loss():
         emb, recon = model(x, edges, weights, down, up)
-        loss = loss_fn(emb, recon, x, down)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    del np
-    return times
+        return loss_fn(emb, recon, x, down)
+
+    return _timed_epochs(epochs, model, opt, step_loss, device)
 
 
 def _run_ours(levels, x, epochs: int, device, dims, convs) -> list[float]:
@@ -175,13 +167,18 @@ def _run_ours(levels, x, epochs: int, device, dims, convs) -> list[float]:
     hier = levels.hierarchy().to(device)
     model = FullAreaUNet(x.shape[1], dims, convs, dropout=0.0).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    return _timed_epochs(epochs, model, opt, lambda: unet_losses(model(x, hier), x, hier).total, device)
+
+
+def _timed_epochs(epochs: int, model, opt, step_loss, device) -> list[float]:
+    """Seconds of each full-batch epoch: zero grads, ``step_loss()``, backward, clip at 1.0, step."""
+    import torch
+
     times = []
     for _ in range(epochs):
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        out = model(x, hier)
-        loss = unet_losses(out, x, hier).total
-        loss.backward()
+        step_loss().backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         _sync(device)
