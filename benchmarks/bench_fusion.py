@@ -142,7 +142,7 @@ def _run_reference(levels, x, epochs: int, device) -> list[float]:
         down.append(torch.sparse_coo_tensor(idx, 1.0 / counts[parent], (n_parent, n_child)).coalesce().to(device))
         up.append(torch.sparse_coo_tensor(idx.flip(0), torch.ones(n_child), (n_child, n_parent)).coalesce().to(device))
     if os.environ.get("BENCH_MALLOPT_REFERENCE"):
-        from urbanrepml.fusion.memory import limit_heap_fragmentation
+        from urbanrepml.training.memory import limit_heap_fragmentation
 
         limit_heap_fragmentation()
     model, loss_fn = _reference_model(x.shape[1], (64, 128, 256), 10)
@@ -159,11 +159,11 @@ def _run_reference(levels, x, epochs: int, device) -> list[float]:
 def _run_ours(levels, x, epochs: int, device, dims, convs) -> list[float]:
     import torch
 
-    from urbanrepml.fusion.memory import limit_heap_fragmentation
-    from urbanrepml.fusion.unet import FullAreaUNet, unet_losses
+    from urbanrepml.training.memory import limit_heap_fragmentation
+    from urbanrepml.models.unet import FullAreaUNet, unet_losses
 
     if os.environ.get("URBANREPML_LOW_MEMORY"):
-        limit_heap_fragmentation()  # as urbanrepml.fusion.train.Trainer does with this variable
+        limit_heap_fragmentation()  # as urbanrepml.tasks.fusion.train.Trainer does with this variable
     hier = levels.hierarchy().to(device)
     model = FullAreaUNet(x.shape[1], dims, convs, dropout=0.0).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
@@ -205,11 +205,11 @@ def _synthetic_rows(positions, dim: int = 64):
 def _cone_run(levels, max_steps, device, root_res, batch, dims, convs):
     import torch
 
-    from urbanrepml.fusion.cones import build_cones, iterate_batches
-    from urbanrepml.fusion.unet import ConeBatchingUNet, unet_losses
+    from urbanrepml.tasks.fusion.cones import build_cones, iterate_batches
+    from urbanrepml.models.unet import ConeBatchingUNet, unet_losses
 
     if os.environ.get("URBANREPML_LOW_MEMORY"):
-        from urbanrepml.fusion.memory import limit_heap_fragmentation
+        from urbanrepml.training.memory import limit_heap_fragmentation
 
         limit_heap_fragmentation()
     cones = build_cones(levels, root_res, k=1)
@@ -244,7 +244,7 @@ def child(spec: dict) -> None:
     import torch
 
     from urbanrepml.areas import build_area
-    from urbanrepml.fusion.hierarchy import cell_levels
+    from urbanrepml.models.hierarchy import cell_levels
 
     torch.manual_seed(0)
     torch.set_num_threads(int(spec.get("threads") or torch.get_num_threads()))

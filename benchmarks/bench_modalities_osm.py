@@ -69,7 +69,7 @@ def main() -> None:
 
     from urbanrepml.areas import build_area
     from urbanrepml.config import load_study_area
-    from urbanrepml.modalities.osm import read_highways, read_tagged_features
+    from urbanrepml.sources.osm import read_highways, read_tagged_features
     from urbanrepml.modalities.poi import PoiModality, count_per_cell
     from urbanrepml.modalities.roads import ROAD_CLASSES, RoadsModality, road_stats
 

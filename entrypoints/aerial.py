@@ -1,9 +1,9 @@
 """Entry point `aerial`: per-cell tiles of an orthophoto (or a tile folder) -> image encoder -> per-cell embedding."""
 
-from urbanrepml.cli import ArgumentParser, integer, optional
+from urbanrepml.stages.cli import ArgumentParser, integer, optional
 from urbanrepml.errors import cli_main
 from urbanrepml.modalities.aerial import AerialModality
-from urbanrepml.modalities.stage import run_modality_stage
+from urbanrepml.stages.modality import run_modality_stage
 
 
 @cli_main

@@ -1,9 +1,9 @@
 """Entry point `alphaearth`: AlphaEarth 64-d satellite embeddings (local GeoTIFF/COG or Earth Engine) -> per-cell mean."""
 
-from urbanrepml.cli import ArgumentParser, integer, optional
+from urbanrepml.stages.cli import ArgumentParser, integer, optional
 from urbanrepml.errors import cli_main
 from urbanrepml.modalities.alphaearth import AlphaEarthModality
-from urbanrepml.modalities.stage import run_modality_stage
+from urbanrepml.stages.modality import run_modality_stage
 
 
 @cli_main

@@ -1,7 +1,7 @@
 """Entry point `area`: study area -> H3 cells, parent maps and neighbour graphs, tracked in MLflow."""
 
-from urbanrepml.areas.report import run_area_stage
-from urbanrepml.cli import ArgumentParser, integer
+from urbanrepml.stages.area import run_area_stage
+from urbanrepml.stages.cli import ArgumentParser, integer
 from urbanrepml.errors import cli_main
 
 

@@ -1,7 +1,7 @@
 """Entry point `cluster`: k-means over a k range at the embeddings' resolution and two coarser ones, with maps."""
 
-from urbanrepml.analysis.stage import run_cluster_stage
-from urbanrepml.cli import ArgumentParser, integer, optional
+from urbanrepml.stages.probe import run_cluster_stage
+from urbanrepml.stages.cli import ArgumentParser, integer, optional
 from urbanrepml.errors import cli_main
 
 

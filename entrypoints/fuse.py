@@ -1,8 +1,8 @@
 """Entry point `fuse`: modality tables -> fused embeddings (concat, ring, full_unet, cone_unet), tracked and registered."""
 
-from urbanrepml.cli import ArgumentParser, boolean, integer, optional
+from urbanrepml.stages.cli import ArgumentParser, boolean, integer, optional
 from urbanrepml.errors import cli_main
-from urbanrepml.fusion.stage import FuseParams, run_fuse_stage
+from urbanrepml.stages.fuse import FuseParams, run_fuse_stage
 
 TYPES = {int: integer, float: float, bool: boolean, str: str}
 

@@ -1,9 +1,9 @@
 """Entry point `gtfs`: GTFS feeds -> stops, departures on a service day and accessibility potential per H3 cell."""
 
-from urbanrepml.cli import ArgumentParser, integer
+from urbanrepml.stages.cli import ArgumentParser, integer
 from urbanrepml.errors import cli_main
 from urbanrepml.modalities.gtfs import GTFSModality
-from urbanrepml.modalities.stage import run_modality_stage
+from urbanrepml.stages.modality import run_modality_stage
 
 
 @cli_main

@@ -1,6 +1,6 @@
 """Entry point `pipeline`: modalities -> fuse -> probe -> promote for one study area, as nested runs, with a summary."""
 
-from urbanrepml.cli import ArgumentParser, integer
+from urbanrepml.stages.cli import ArgumentParser, integer
 from urbanrepml.errors import cli_main
 
 
@@ -12,7 +12,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=integer, default=0)
     args = parser.parse_args(argv)
 
-    from urbanrepml.pipeline import run_pipeline
+    from urbanrepml.stages.pipeline import run_pipeline
 
     run_pipeline(args.study_area, model=args.model, epochs=args.epochs, seed=args.seed)
 

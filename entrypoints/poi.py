@@ -1,9 +1,9 @@
 """Entry point `poi`: OSM points and polygons -> per-cell counts of Hex2Vec-filter sub-categories (or Hex2Vec)."""
 
-from urbanrepml.cli import ArgumentParser, integer
+from urbanrepml.stages.cli import ArgumentParser, integer
 from urbanrepml.errors import cli_main
 from urbanrepml.modalities.poi import EMBEDDERS, PoiModality
-from urbanrepml.modalities.stage import run_modality_stage
+from urbanrepml.stages.modality import run_modality_stage
 
 
 @cli_main

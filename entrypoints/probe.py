@@ -1,7 +1,7 @@
 """Entry point `probe`: out-of-fold scores of embeddings (model or table) against the study area's targets, with baselines."""
 
-from urbanrepml.analysis.stage import run_probe_stage
-from urbanrepml.cli import ArgumentParser, integer, optional
+from urbanrepml.stages.probe import run_probe_stage
+from urbanrepml.stages.cli import ArgumentParser, integer, optional
 from urbanrepml.errors import cli_main
 
 

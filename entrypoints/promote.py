@@ -1,6 +1,6 @@
 """Entry point `promote`: probe versions lacking a probe record, move `champion` only for a measurable gain."""
 
-from urbanrepml.cli import ArgumentParser
+from urbanrepml.stages.cli import ArgumentParser
 from urbanrepml.errors import cli_main
 
 
@@ -11,7 +11,7 @@ def main(argv=None):
     parser.add_argument("--min_gain", type=float, default=0.0, help="required margin over the champion and both baselines")
     args = parser.parse_args(argv)
 
-    from urbanrepml.tracking.promotion import run_promote_stage
+    from urbanrepml.stages.promote import run_promote_stage
 
     run_promote_stage(args.study_area, args.metric, args.min_gain)
 

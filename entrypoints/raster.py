@@ -1,9 +1,9 @@
 """Entry point `raster`: GeoTIFF/COG rasters of the study area -> per-cell band mean, std and pixel count."""
 
-from urbanrepml.cli import ArgumentParser, integer
+from urbanrepml.stages.cli import ArgumentParser, integer
 from urbanrepml.errors import cli_main
 from urbanrepml.modalities.raster import RasterModality
-from urbanrepml.modalities.stage import run_modality_stage
+from urbanrepml.stages.modality import run_modality_stage
 
 
 @cli_main

@@ -1,9 +1,9 @@
 """Entry point `roads`: OSM highways -> per-cell length by class, intersections, dead ends, connectivity (or Highway2Vec)."""
 
-from urbanrepml.cli import ArgumentParser, integer
+from urbanrepml.stages.cli import ArgumentParser, integer
 from urbanrepml.errors import cli_main
 from urbanrepml.modalities.roads import EMBEDDERS, RoadsModality
-from urbanrepml.modalities.stage import run_modality_stage
+from urbanrepml.stages.modality import run_modality_stage
 
 
 @cli_main

@@ -1,6 +1,6 @@
 """Entry point `tune`: an Optuna study over fusion hyperparameters, scored by the spatial-CV probe, tracked in MLflow."""
 
-from urbanrepml.cli import ArgumentParser, integer, optional
+from urbanrepml.stages.cli import ArgumentParser, integer, optional
 from urbanrepml.errors import cli_main
 from tuning.space import DEFAULT_MAX_EPOCHS
 

@@ -8,15 +8,15 @@ import pytest
 
 from urbanrepml.areas import h3ops
 from urbanrepml.errors import UrbanReprError
-from urbanrepml.fusion.baselines import (
+from urbanrepml.tasks.fusion.baselines import (
+    baseline_tables,
     concat_baseline,
-    load_baseline_tables,
-    log_baselines,
     ring_baseline,
     ring_memberships,
     ring_operator,
     ring_weights,
 )
+from urbanrepml.tracking.fusion import load_baseline_tables, log_baselines
 
 E = np.e
 
@@ -126,7 +126,7 @@ def test_log_and_load_baselines(tracking, tmp_path):
 
     from tests.test_fusion_inputs import make_area_file, write_modality
     from urbanrepml.areas import build_area
-    from urbanrepml.fusion.inputs import load_fusion_inputs
+    from urbanrepml.tasks.fusion.inputs import load_fusion_inputs
 
     name, toml = make_area_file(tmp_path)
     area = build_area(toml, [9])
@@ -137,10 +137,11 @@ def test_log_and_load_baselines(tracking, tmp_path):
     np.testing.assert_array_equal(concat_baseline(inputs), inputs.x)
 
     with pytest.raises(UrbanReprError, match="needs an active MLflow run"):
-        log_baselines(inputs, area)
+        log_baselines(baseline_tables(inputs, area))
     mlflow.set_experiment(f"baselines-{name}")
     with mlflow.start_run() as run:
-        tables = log_baselines(inputs, area, ring_k=1, ring_weighting="flat")
+        tables = log_baselines(baseline_tables(inputs, area, ring_k=1, ring_weighting="flat", run_id=run.info.run_id),
+                               area.cells(9))
     run_id = run.info.run_id
     listed = sorted(a.path for a in MlflowClient().list_artifacts(run_id, "baselines"))
     assert listed == ["baselines/concat_res9.parquet", "baselines/ring_res9.parquet"]

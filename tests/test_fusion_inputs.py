@@ -14,13 +14,8 @@ import pytest
 
 from urbanrepml.areas import build_area
 from urbanrepml.errors import UrbanReprError
-from urbanrepml.fusion.inputs import (
-    ZERO_FILL,
-    find_modality_tables,
-    load_fusion_inputs,
-    log_fusion_inputs,
-    parse_tables_param,
-)
+from urbanrepml.tasks.fusion.inputs import ZERO_FILL, load_fusion_inputs, parse_tables_param
+from urbanrepml.tracking.fusion import find_modality_tables, log_fusion_inputs, store_tables
 from urbanrepml.tables import EmbeddingTable, TableMeta, file_digest, to_embedding_frame, write_table
 
 AMSTERDAM_BBOX = [4.8906, 52.3657, 4.9037, 52.3737]  # the bundled amsterdam boundary: 16 res-9 cells
@@ -210,7 +205,7 @@ def test_discovery_and_logging_in_real_store(tracking, tmp_path, data_dir):
     ids = area.region_ids(9)
 
     with pytest.raises(UrbanReprError) as exc:
-        load_fusion_inputs(toml, 9, area=area)
+        store_tables(name, 9)
     msg = one_line_error(exc)
     assert f"no modality tables for study area '{name}' at resolution 9" in msg and "mlflow run . -e poi" in msg
 
@@ -227,7 +222,8 @@ def test_discovery_and_logging_in_real_store(tracking, tmp_path, data_dir):
     assert found["poi"][1] == poi_run and found["raster"][1] == raster_run
     assert find_modality_tables(name, 9, ["raster"]).keys() == {"raster"}
 
-    inputs = load_fusion_inputs(toml, 9, area=area)
+    tables, provenance = store_tables(name, 9)
+    inputs = load_fusion_inputs(toml, 9, tables, area=area, provenance=provenance)
     assert inputs.n_cells == 14 and list(inputs.region_ids) == list(ids[2:])
     assert inputs.coverage["poi"] == pytest.approx(6 / 14)
     assert inputs.sources["poi"]["run_id"] == poi_run

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from urbanrepml.areas import h3ops
-from urbanrepml.fusion.cones import ConeBatcher, build_cones
-from urbanrepml.fusion.hierarchy import cell_levels
-from urbanrepml.fusion.layers import GCNConv, broadcast, gcn_operator, mean_pool, mean_pool_operator
-from urbanrepml.fusion.train import TrainConfig, spatial_split, train
-from urbanrepml.fusion.unet import FullAreaUNet, unet_losses
+from urbanrepml.tasks.fusion.cones import ConeBatcher, build_cones
+from urbanrepml.models.hierarchy import cell_levels
+from urbanrepml.models.layers import GCNConv, broadcast, gcn_operator, mean_pool, mean_pool_operator
+from urbanrepml.tasks.fusion.train import TrainConfig, spatial_split, train
+from urbanrepml.models.unet import FullAreaUNet, unet_losses
 
 torch.set_num_threads(1)
 
@@ -194,7 +194,7 @@ def test_loss_decreases_and_runs_are_deterministic(model):
 
 @pytest.mark.parametrize("p", [0.0, 0.3])
 def test_reversible_block_matches_plain_autograd(p):
-    from urbanrepml.fusion.layers import GCNBlock
+    from urbanrepml.models.layers import GCNBlock
 
     levels = cell_levels(_cells(9, k=0), [9, 8])
     graph = levels.hierarchy().graphs[0]
@@ -222,7 +222,7 @@ def test_reversible_block_matches_plain_autograd(p):
 def test_spatial_split_inside_one_block_still_holds_out_and_keeps_cells():
     import h3
 
-    from urbanrepml.fusion.train import spatial_split
+    from urbanrepml.tasks.fusion.train import spatial_split
 
     cells = np.sort(np.array([h3.str_to_int(c) for c in h3.cell_to_children(h3.latlng_to_cell(-30, -51.2, 7), 9)], dtype=np.uint64))
     for seed in range(12):  # a single res-7 block: split at res 8 instead, never all or nothing

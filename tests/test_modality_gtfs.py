@@ -15,7 +15,7 @@ from urbanrepml.areas import build_area
 from urbanrepml.config import load_study_area
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.modalities.gtfs import EARTH_RADIUS_KM, GTFSModality, read_feed, stop_departures
-from urbanrepml.modalities.stage import run_modality_stage, table_path
+from urbanrepml.stages.modality import run_modality_stage, table_path
 from urbanrepml.tables import read_table
 
 LAT1, LON1 = h3.cell_to_latlng(h3.latlng_to_cell(-30.03, -51.22, 9))  # S1 sits on a cell centroid

@@ -12,9 +12,11 @@ from tests.test_modality_raster import BOX, CELL_A, CELL_B, area_toml, disc_grid
 from urbanrepml.areas import build_area
 from urbanrepml.config import load_study_area
 from urbanrepml.errors import UrbanReprError
-from urbanrepml.modalities.aerial import BUILTIN, AerialModality, builtin_cnn, load_encoder, tiles_from_orthophoto
+from urbanrepml.modalities.aerial import BUILTIN, AerialModality, load_encoder
+from urbanrepml.models.cnn import builtin_cnn
+from urbanrepml.sources.tiles import tiles_from_orthophoto
 from urbanrepml.modalities.alphaearth import BANDS, COLLECTION, AlphaEarthModality, dequantise, ee_requests, quantise
-from urbanrepml.modalities.stage import run_modality_stage, table_path
+from urbanrepml.stages.modality import run_modality_stage, table_path
 from urbanrepml.tables import read_table
 
 # ---------------------------------------------------------------- AlphaEarth

@@ -16,7 +16,7 @@ from urbanrepml.areas import build_area, h3ops
 from urbanrepml.config import load_study_area
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.modalities import MODALITIES
-from urbanrepml.modalities.osm import haversine_m, read_highways, read_tagged_features
+from urbanrepml.sources.osm import haversine_m, read_highways, read_tagged_features
 from urbanrepml.modalities.poi import PoiModality, count_per_cell, default_filter
 from urbanrepml.modalities.roads import ROAD_CLASSES, RoadsModality, road_stats
 from urbanrepml.tables import read_table
@@ -249,7 +249,7 @@ def _bad_pbf_run(tracking, tmp_path, capsys, content: bytes, entry_cls):
     bad.write_bytes(content)
     toml = _area_toml(tmp_path, (4.8906, 52.3657, 4.9037, 52.3737), bad, name="bad_osm")
     from urbanrepml.errors import cli_main
-    from urbanrepml.modalities.stage import run_modality_stage, table_path
+    from urbanrepml.stages.modality import run_modality_stage, table_path
 
     with pytest.raises(SystemExit) as exit_info:
         cli_main(run_modality_stage)(entry_cls(), str(toml), RES)
@@ -277,7 +277,7 @@ def test_garbage_pbf_is_one_clear_line(tracking, tmp_path, capsys):
 
 @pytest.mark.parametrize("entry_cls", [PoiModality, RoadsModality])
 def test_area_without_osm_data_fails_clearly(tracking, tmp_path, entry_cls):
-    from urbanrepml.modalities.stage import run_modality_stage, table_path
+    from urbanrepml.stages.modality import run_modality_stage, table_path
 
     # North Sea west of the Amsterdam extract: the PBF has nothing there
     toml = _area_toml(tmp_path, (4.30, 52.40, 4.31, 52.405), AMSTERDAM_PBF, name="north_sea")

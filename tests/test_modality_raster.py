@@ -13,7 +13,7 @@ from tests.helpers import REPO, error_lines, load_entry
 from urbanrepml.areas import build_area
 from urbanrepml.config import load_study_area
 from urbanrepml.modalities.raster import RasterModality
-from urbanrepml.modalities.stage import run_modality_stage, table_path
+from urbanrepml.stages.modality import run_modality_stage, table_path
 from urbanrepml.tables import read_table
 
 CELL_A = h3.latlng_to_cell(-30.03, -51.22, 9)
@@ -109,7 +109,7 @@ def test_two_cells_by_construction(two_cell_raster, tmp_path):
 
 
 def test_duplicate_band_descriptions_get_band_index(tmp_path, data_dir):
-    from urbanrepml.modalities.rasterstats import raster_cell_stats, unique_names
+    from urbanrepml.sources.rasterstats import raster_cell_stats, unique_names
 
     assert unique_names(["red", "nir", "red"]) == ["red_1", "nir", "red_3"]
     assert unique_names(["a", "a", "a_2"]) == ["a_1", "a_2", "a_2_3"]  # a suffix would collide: every band indexed

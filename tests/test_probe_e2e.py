@@ -59,7 +59,7 @@ def coords_table(path: Path, area: str, modality: str = "coords", seed: int = 0,
 def log_modality_table(area: str) -> str:
     """A finished stage-1 run holding a 'coords' modality table of ``area`` (what fusion inputs look for)."""
     from urbanrepml.config import load_study_area
-    from urbanrepml.modalities.stage import table_path
+    from urbanrepml.stages.modality import table_path
     from urbanrepml.tracking import log_embedding_table, stage_run
 
     name = load_study_area(area).name
@@ -124,9 +124,10 @@ def test_probe_entry_point_logs_metrics_baselines_folds_and_figures(tracking, tm
 
 def test_registered_model_probe_records_on_version(tracking, tmp_path):
     """A registered version: champion missing -> candidate (said so); baselines from the fuse run; tags on the version."""
-    from urbanrepml.analysis.stage import run_probe_stage
-    from urbanrepml.fusion.baselines import log_baselines
-    from urbanrepml.fusion.inputs import load_fusion_inputs
+    from urbanrepml.stages.probe import run_probe_stage
+    from urbanrepml.tasks.fusion.baselines import baseline_tables
+    from urbanrepml.tracking.fusion import log_baselines
+    from urbanrepml.tasks.fusion.inputs import load_fusion_inputs
     from urbanrepml.tracking import stage_run
     from urbanrepml.tracking.pyfunc import log_embedding_model
     from urbanrepml.tracking.registry import register_embeddings
@@ -136,7 +137,7 @@ def test_registered_model_probe_records_on_version(tracking, tmp_path):
     modality = coords_table(tmp_path / "coords_res9.parquet", area, seed=1)
     with stage_run("fuse", "poa_e2e_model") as run:
         inputs = load_fusion_inputs(area, 9, tables={"coords": modality.path}, area=built)
-        log_baselines(inputs, built)
+        log_baselines(baseline_tables(inputs, built, run_id=run.info.run_id), built.cells(9))
         log_embedding_model(coords_table(tmp_path / "fused.parquet", area, modality="fused", seed=2))
     mv = register_embeddings(run.info.run_id, "poa_e2e_model")
     metrics = run_probe_stage(area, probe="ridge", figures=False)
@@ -160,7 +161,7 @@ def test_registered_model_probe_records_on_version(tracking, tmp_path):
 
 
 def test_bad_inputs_are_one_clear_line(tracking, tmp_path):
-    from urbanrepml.analysis.stage import run_probe_stage
+    from urbanrepml.stages.probe import run_probe_stage
 
     area = poa_area(tmp_path, "poa_e2e_bad")
     emb = tmp_path / "emb.parquet"

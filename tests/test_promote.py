@@ -16,8 +16,9 @@ from urbanrepml.tracking.promotion import Evidence, decide, evidence_of
 def _register(area: str, name: str, tmp_path, values_fn, tag: str) -> str:
     """A fuse-like run (baselines of the coords modality + an embedding model) registered as a new version."""
     from urbanrepml.areas import build_area
-    from urbanrepml.fusion.baselines import log_baselines
-    from urbanrepml.fusion.inputs import load_fusion_inputs
+    from urbanrepml.tasks.fusion.baselines import baseline_tables
+    from urbanrepml.tracking.fusion import log_baselines
+    from urbanrepml.tasks.fusion.inputs import load_fusion_inputs
     from urbanrepml.tables import EmbeddingTable, TableMeta, to_embedding_frame
     from urbanrepml.tracking import stage_run
     from urbanrepml.tracking.pyfunc import log_embedding_model
@@ -27,7 +28,7 @@ def _register(area: str, name: str, tmp_path, values_fn, tag: str) -> str:
     modality = coords_table(tmp_path / f"coords_{tag}.parquet", area, seed=1)
     with stage_run("fuse", name, run_name=f"fake-fuse-{tag}") as run:
         inputs = load_fusion_inputs(area, 9, tables={"coords": modality.path}, area=built)
-        log_baselines(inputs, built)
+        log_baselines(baseline_tables(inputs, built, run_id=run.info.run_id), built.cells(9))
         frame, names = to_embedding_frame(values_fn(inputs.region_ids), inputs.region_ids, "fused")
         log_embedding_model(EmbeddingTable(frame, TableMeta(modality="fused", resolution=9, study_area=name, prefix="fused",
                                                              feature_names=names)))
@@ -52,7 +53,7 @@ def _informed(ids):
 
 
 def test_promote_flow(tracking, tmp_path):
-    from urbanrepml.tracking.promotion import run_promote_stage
+    from urbanrepml.stages.promote import run_promote_stage
 
     name = "poa_promote"
     area = poa_area(tmp_path, name)
@@ -200,7 +201,7 @@ def test_pipeline_nested_runs_and_summary(tracking, tmp_path):
 def test_pipeline_fails_when_a_named_modality_source_fails(tracking, tmp_path):
     """A modality whose sources the area names but which fails to build fails the pipeline (no silent fusing without it)."""
     from tests.helpers import REPO
-    from urbanrepml.pipeline import run_pipeline
+    from urbanrepml.stages.pipeline import run_pipeline
 
     pbf = (REPO / "data/demo/amsterdam/amsterdam_centre.osm.pbf").read_bytes()
     (tmp_path / "cut.osm.pbf").write_bytes(pbf[: len(pbf) // 2])

@@ -106,7 +106,7 @@ def test_area_stage_on_a_user_written_toml(tracking, tmp_path):
     from shapely.geometry import box
     import geopandas as gpd
 
-    from urbanrepml.areas.report import run_area_stage
+    from urbanrepml.stages.area import run_area_stage
 
     gpd.GeoDataFrame(geometry=[box(4.89, 52.36, 4.90, 52.37)], crs=4326).to_crs(3857).to_file(tmp_path / "mine.geojson")
     toml = tmp_path / "mine.toml"

@@ -28,7 +28,7 @@ TARGET = 6
 
 def _worker(url: str, study: str, parent: str, experiment: str, name: str, objective: SlowQuadratic) -> subprocess.Popen:
     factory, kwargs = objective.factory
-    cmd = [sys.executable, "-m", "tuning.workers", "--storage", url, "--study_name", study, "--target", str(TARGET),
+    cmd = [sys.executable, "-m", "tuning.worker", "--storage", url, "--study_name", study, "--target", str(TARGET),
            "--parent_run_id", parent, "--experiment_id", experiment, "--objective", factory,
            "--objective_kwargs", json.dumps(kwargs), "--sampler", "random", "--pruner", "none",
            "--heartbeat_interval", "1", "--grace_period", "3", "--worker", name]

@@ -9,7 +9,7 @@ Per study (fixed, stored on the study and checked when it is continued):
 - the probe (``ridge`` by default, with its alpha chosen inside the training folds).
 
 Per trial: :meth:`tuning.space.SearchSpace.suggest` picks a model and its hyperparameters; a U-Net is
-trained with the fusion trainer (:mod:`urbanrepml.fusion.train`), reporting each epoch's validation
+trained with the fusion trainer (:mod:`urbanrepml.tasks.fusion.train`), reporting each epoch's validation
 reconstruction loss (on the trainer's held-out spatial blocks) to Optuna for pruning - as its negative,
 since the study maximises; ``ring`` is computed directly. The score is the probe's out-of-fold mean R².
 The trial's run gets the per-epoch losses, per-target R², and the fused table
@@ -114,17 +114,15 @@ class FusionObjective:
         from urbanrepml.analysis.targets import load_targets
         from urbanrepml.areas import build_area
         from urbanrepml.config import load_study_area
-        from urbanrepml.fusion.inputs import load_fusion_inputs
-        from urbanrepml.fusion.stage import ensure_modality_tables
+        from urbanrepml.tasks.fusion.inputs import load_fusion_inputs
+        from urbanrepml.tracking.fusion import store_tables
 
         self.spec = load_study_area(self.study_area)
         if self.spec.name != self.study_area and not Path(self.study_area).exists():
             raise UrbanReprError(f"study area {self.study_area!r} resolves to {self.spec.name!r}")
-        built = ensure_modality_tables(self.spec, self.resolution)
-        if built:
-            print(f"tune: built modality tables {', '.join(built)} (nested runs)", flush=True)
         self.area = build_area(self.spec, list(self.resolutions))
-        self.inputs = load_fusion_inputs(self.spec, self.resolution, area=self.area)
+        tables, provenance = store_tables(self.spec.name, self.resolution)
+        self.inputs = load_fusion_inputs(self.spec, self.resolution, tables, area=self.area, provenance=provenance)
         self.targets = load_targets(self.spec, self.resolution, area=self.area)
         cells = self.targets.frame.index.intersection(self.inputs.region_ids).sort_values()
         if len(cells) == 0:
@@ -148,7 +146,7 @@ class FusionObjective:
 
     def parent_metrics(self) -> dict[str, float]:
         """The free baselines on the same cells and folds (the bar a tuned model has to clear)."""
-        from urbanrepml.fusion.baselines import concat_baseline, ring_baseline
+        from urbanrepml.tasks.fusion.baselines import concat_baseline, ring_baseline
 
         self.setup()
         concat = self._score(concat_baseline(self.inputs)).mean_r2
@@ -163,12 +161,12 @@ class FusionObjective:
         """Embeddings for one configuration (rows = ``inputs.region_ids``) and metrics to log."""
         import mlflow
 
-        from urbanrepml.fusion.baselines import ring_baseline
+        from urbanrepml.tasks.fusion.baselines import ring_baseline
 
         if cfg["model"] == "ring":
             values = ring_baseline(self.inputs.x, self.edge_index, self.inputs.n_cells, cfg["ring.k"], cfg["ring.weighting"])
             return values, {}
-        from urbanrepml.fusion.train import TrainConfig, Trainer
+        from urbanrepml.tasks.fusion.train import TrainConfig, Trainer
         from urbanrepml.paths import cache_dir
 
         width = int(cfg["unet.width"])
@@ -191,7 +189,8 @@ class FusionObjective:
     def __call__(self, trial) -> float:
         import mlflow
 
-        from urbanrepml.fusion.stage import FUSED, fused_table
+        from urbanrepml.constants import FUSED
+        from urbanrepml.tasks.fusion.inputs import fused_table
         from urbanrepml.tables import write_table
         from urbanrepml.tracking import log_embedding_table
 
@@ -216,9 +215,11 @@ class FusionObjective:
         """Log the best trial's embeddings as a pyfunc model (with baselines) on its run; register; alias candidate."""
         import mlflow
 
-        from urbanrepml.fusion.baselines import log_baselines
+        from urbanrepml.tasks.fusion.baselines import baseline_tables
+        from urbanrepml.tracking.fusion import log_baselines
         from urbanrepml.tables import read_table
         from urbanrepml.tracking.pyfunc import log_embedding_model
+        from urbanrepml.constants import registered_model_name
         from urbanrepml.tracking.registry import register_embeddings
         from urbanrepml.tracking.tables import table_artifact_path
 
@@ -229,10 +230,10 @@ class FusionObjective:
             table = read_table(local)
             with mlflow.start_run(run_id=run_id, nested=True):
                 log_embedding_model(table)
-                log_baselines(self.inputs, self.area)
+                log_baselines(baseline_tables(self.inputs, self.area, run_id=run_id), self.area.cells(self.resolution))
                 mlflow.set_tag("urbanrepml.tune_best", "true")
         version = register_embeddings(run_id, self.spec.name)
-        return f"urbanrepml-{self.spec.name}/{version.version}"
+        return f"{registered_model_name(self.spec.name)}/{version.version}"
 
 
 def digest(obj) -> str:

@@ -155,7 +155,7 @@ def _spawn_worker(args: dict, worker: str) -> subprocess.Popen:
     from urbanrepml.tracking import resolve_tracking_uri
 
     env["MLFLOW_TRACKING_URI"] = resolve_tracking_uri()
-    cmd = [sys.executable, "-m", "tuning.workers", "--worker", worker]
+    cmd = [sys.executable, "-m", "tuning.worker", "--worker", worker]
     for k, v in args.items():
         cmd += [f"--{k}", str(v)]
     return subprocess.Popen(cmd, env=env, cwd=os.getcwd(), start_new_session=True,

@@ -26,10 +26,7 @@ Run a worker by hand (a second machine joining a study)::
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import json
-import os
 import sys
 import threading
 import time
@@ -40,7 +37,7 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.trial import TrialState
 
-from urbanrepml.errors import UrbanReprError, cli_main
+from urbanrepml.errors import UrbanReprError
 from tuning.storage import study_lock
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -231,42 +228,3 @@ def work(study, objective, *, storage_url: str, study_name: str, target: int, pa
             )
     return report
 
-
-@cli_main
-def main(argv=None) -> None:
-    """A worker process joining an existing study (see the module docstring)."""
-    from tuning.study import open_study
-    from urbanrepml.tracking import configure_tracking
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--storage", required=True)
-    p.add_argument("--study_name", required=True)
-    p.add_argument("--target", type=int, required=True, help="finished trials the study should reach")
-    p.add_argument("--parent_run_id", default="")
-    p.add_argument("--experiment_id", default="")
-    p.add_argument("--objective", default="tuning.objective:FusionObjective")
-    p.add_argument("--objective_kwargs", default="{}")
-    p.add_argument("--sampler", default="tpe")
-    p.add_argument("--pruner", default="median")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--heartbeat_interval", type=int, default=10)
-    p.add_argument("--grace_period", type=int, default=0)
-    p.add_argument("--timeout", type=float, default=0)
-    p.add_argument("--worker", default=str(os.getpid()))
-    args = p.parse_args(argv)
-    configure_tracking()
-    objective = load_objective(args.objective, json.loads(args.objective_kwargs))
-    study, url = open_study(args.storage, args.study_name, objective, sampler=args.sampler, pruner=args.pruner,
-                            seed=args.seed, heartbeat_interval=args.heartbeat_interval,
-                            grace_period=args.grace_period or None, create=False)
-    if hasattr(objective, "setup"):
-        objective.setup()
-    deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
-    report = work(study, objective, storage_url=url, study_name=args.study_name, target=args.target,
-                  parent_run_id=args.parent_run_id or None, experiment_id=args.experiment_id or None,
-                  worker=args.worker, deadline=deadline)
-    print(json.dumps({"worker": report.worker, "trials": report.trials, "states": report.states}), flush=True)
-
-
-if __name__ == "__main__":
-    main()

@@ -26,8 +26,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from urbanrepml.areas import h3ops
-from urbanrepml.areas.area import REGION_ID
+from urbanrepml.cells import cell_resolution, parse_cells
+from urbanrepml.constants import REGION_ID
 from urbanrepml.errors import UrbanReprError
 
 META_KEY = b"urbanrepml"
@@ -95,8 +95,8 @@ def validate_frame(
     if frame.index.has_duplicates:
         dup = list(frame.index[frame.index.duplicated()][:3])
         raise UrbanReprError(f"{where}: duplicate cells in '{REGION_ID}', e.g. {dup}")
-    cells = h3ops.parse_cells(frame.index, what=f"{where} '{REGION_ID}'")
-    res = np.unique(h3ops.cell_resolution(cells))
+    cells = parse_cells(frame.index, what=f"{where} '{REGION_ID}'")
+    res = np.unique(cell_resolution(cells))
     if len(res) > 1:
         raise UrbanReprError(f"{where}: mixed H3 resolutions {res.tolist()} in one table")
     if int(res[0]) != meta.resolution:

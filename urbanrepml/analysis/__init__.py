@@ -6,5 +6,5 @@
 - :mod:`~urbanrepml.analysis.metrics`: R², RMSE, MAE, Poisson deviance, ROC AUC.
 - :mod:`~urbanrepml.analysis.figures`: plotly maps and bars (no MLflow).
 - :mod:`~urbanrepml.analysis.cluster`: k-means over a k range at several resolutions.
-- :mod:`~urbanrepml.analysis.stage`: the tracked ``probe`` and ``cluster`` stages.
+- :mod:`~urbanrepml.stages.probe`: the tracked ``probe`` and ``cluster`` stages.
 """

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from urbanrepml.areas import REGION_ID, h3ops
+from urbanrepml.areas import h3ops
+from urbanrepml.constants import REGION_ID
 from urbanrepml.errors import UrbanReprError
 
 SILHOUETTE_SAMPLE = 5000

@@ -1,6 +1,6 @@
 """Plotly figures of stage 3 (no MLflow here; the stage logs them with ``tracking.log_figure``).
 
-Maps use :func:`urbanrepml.plots.cells_map` (offline lon/lat projection).
+Maps use :func:`urbanrepml.analysis.maps.cells_map` (offline lon/lat projection).
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from urbanrepml.plots import cells_map
+from urbanrepml.analysis.maps import cells_map
 
 
 def target_maps(regions_gdf, y: pd.Series, pred: pd.Series, target: str, label: str) -> dict[str, object]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from urbanrepml.areas import REGION_ID
+from urbanrepml.constants import REGION_ID
 from urbanrepml.areas import h3ops
 from urbanrepml.errors import UrbanReprError
 

@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from urbanrepml.areas import REGION_ID, Area, build_area
+from urbanrepml.areas import Area, build_area
+from urbanrepml.constants import REGION_ID
 from urbanrepml.areas import h3ops
 from urbanrepml.config import StudyArea, TargetSpec, load_study_area
 from urbanrepml.errors import UrbanReprError

@@ -5,7 +5,6 @@ Knows nothing of torch or MLflow.
 
 from urbanrepml.areas.area import (
     DEFAULT_RESOLUTIONS,
-    REGION_ID,
     Area,
     build_area,
     estimate_cells,
@@ -15,7 +14,6 @@ from urbanrepml.areas.boundary import read_boundary
 
 __all__ = [
     "DEFAULT_RESOLUTIONS",
-    "REGION_ID",
     "Area",
     "build_area",
     "estimate_cells",

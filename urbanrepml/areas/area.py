@@ -32,10 +32,10 @@ from shapely.geometry.base import BaseGeometry
 from urbanrepml.areas import h3ops
 from urbanrepml.areas.boundary import geodesic_area_km2, polygon_parts_wkb, read_boundary
 from urbanrepml.config import StudyArea, load_study_area
+from urbanrepml.constants import REGION_ID
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.paths import cache_dir
 
-REGION_ID = "region_id"
 DEFAULT_RESOLUTIONS = (7, 8, 9, 10)
 DEFAULT_MAX_CELLS = 5_000_000
 CACHE_VERSION = 1

@@ -38,7 +38,7 @@ from urbanrepml.areas.boundary import read_boundary
 from urbanrepml.config import StudyArea
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.modalities.base import Modality, ModalityResult
-from urbanrepml.modalities.rasterstats import raster_cell_stats
+from urbanrepml.sources.rasterstats import raster_cell_stats
 from urbanrepml.paths import cache_dir
 
 COLLECTION = "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"

@@ -2,7 +2,7 @@
 
 A modality reads the source files a study area names and returns per-cell
 features at one resolution. It knows nothing of MLflow: :func:`run_modality_stage`
-in :mod:`urbanrepml.modalities.stage` does the tracking, writing and validation.
+in :mod:`urbanrepml.stages.modality` does the tracking, writing and validation.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pandas as pd
 
 from urbanrepml.areas import Area
 from urbanrepml.config import StudyArea
+from urbanrepml.errors import UrbanReprError
 
 
 @dataclass
@@ -59,3 +60,28 @@ class Modality(ABC):
     def params(self) -> dict[str, object]:
         """Parameters to log (constructor arguments)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+def osm_source(spec: StudyArea) -> dict[str, Path]:
+    if spec.sources.osm is None:
+        raise UrbanReprError(f"study area {spec.name!r} ({spec.source_file}) names no OSM file; add osm = \"<file>.pbf\" under [sources]")
+    return {spec.sources.osm.name: spec.sources.osm}
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's banner lines and known harmless warnings out of the run output; one torch thread.
+
+    The models are tiny (a few thousand parameters): one thread is fastest and
+    avoids oversubscribing a shared machine.
+    """
+    import logging
+    import warnings
+
+    import torch
+
+    torch.set_num_threads(1)
+    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"(pytorch_)?lightning.*")
+    warnings.filterwarnings("ignore", message=".*NumPy array is not writable.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")

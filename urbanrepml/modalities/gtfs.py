@@ -38,11 +38,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from urbanrepml.areas import REGION_ID, Area, h3ops
+from urbanrepml.areas import Area, h3ops
+from urbanrepml.constants import REGION_ID
 from urbanrepml.config import StudyArea
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.modalities.base import Modality, ModalityResult
-from urbanrepml.modalities.osm import EARTH_RADIUS_M, haversine_m
+from urbanrepml.sources.osm import EARTH_RADIUS_M, haversine_m
 
 EARTH_RADIUS_KM = EARTH_RADIUS_M / 1000  # 6371.0088, the haversine of osm.haversine_m
 MAX_AUTO_DAYS = 371

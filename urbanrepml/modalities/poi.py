@@ -24,11 +24,12 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from urbanrepml.areas import REGION_ID, Area, h3ops
+from urbanrepml.areas import Area, h3ops
+from urbanrepml.constants import REGION_ID
 from urbanrepml.config import StudyArea
 from urbanrepml.errors import UrbanReprError
-from urbanrepml.modalities.base import Modality, ModalityResult
-from urbanrepml.modalities.osm import OsmFeatures, TagFilter, read_tagged_features
+from urbanrepml.modalities.base import Modality, ModalityResult, osm_source, quiet_lightning
+from urbanrepml.sources.osm import OsmFeatures, TagFilter, read_tagged_features
 
 EMBEDDERS = ("counts", "hex2vec")
 
@@ -38,12 +39,6 @@ def default_filter() -> TagFilter:
     from srai.loaders.osm_loaders.filters import HEX2VEC_FILTER
 
     return HEX2VEC_FILTER
-
-
-def osm_source(spec: StudyArea) -> dict[str, Path]:
-    if spec.sources.osm is None:
-        raise UrbanReprError(f"study area {spec.name!r} ({spec.source_file}) names no OSM file; add osm = \"<file>.pbf\" under [sources]")
-    return {spec.sources.osm.name: spec.sources.osm}
 
 
 def assign_cells(geometry: np.ndarray, area_cells: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,25 +82,6 @@ def count_per_cell(features: OsmFeatures, area_cells: np.ndarray, resolution: in
     index = pd.Index(h3ops.cells_to_str(area_cells[used_cells]), name=REGION_ID)
     frame = pd.DataFrame(matrix, index=index, columns=[features.categories[c] for c in used_cats])
     return frame, np.unique(feat)
-
-
-def quiet_lightning() -> None:
-    """Keep Lightning's banner lines and known harmless warnings out of the run output; one torch thread.
-
-    The models are tiny (a few thousand parameters): one thread is fastest and
-    avoids oversubscribing a shared machine.
-    """
-    import logging
-    import warnings
-
-    import torch
-
-    torch.set_num_threads(1)
-    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module=r"(pytorch_)?lightning.*")
-    warnings.filterwarnings("ignore", message=".*NumPy array is not writable.*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
 def hex2vec_embed(counts: pd.DataFrame, features: OsmFeatures, used: np.ndarray, area: Area, resolution: int,

@@ -19,7 +19,7 @@ from urbanrepml.areas import Area
 from urbanrepml.config import StudyArea
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.modalities.base import Modality, ModalityResult
-from urbanrepml.modalities.rasterstats import raster_cell_stats
+from urbanrepml.sources.rasterstats import raster_cell_stats
 
 RESERVED = ("alphaearth",)  # rasters with their own modality; "all" leaves them out
 

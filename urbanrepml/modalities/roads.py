@@ -35,12 +35,12 @@ import h3
 import numpy as np
 import pandas as pd
 
-from urbanrepml.areas import REGION_ID, Area, h3ops
+from urbanrepml.areas import Area, h3ops
+from urbanrepml.constants import REGION_ID
 from urbanrepml.config import StudyArea
 from urbanrepml.errors import UrbanReprError
-from urbanrepml.modalities.base import Modality, ModalityResult
-from urbanrepml.modalities.osm import OsmWays, haversine_m, read_highways
-from urbanrepml.modalities.poi import osm_source
+from urbanrepml.modalities.base import Modality, ModalityResult, osm_source, quiet_lightning
+from urbanrepml.sources.osm import OsmWays, haversine_m, read_highways
 
 ROAD_CLASSES = (
     "motorway", "trunk", "primary", "secondary", "tertiary", "unclassified", "residential", "living_street",
@@ -163,7 +163,6 @@ def highway2vec_embed(ways: OsmWays, area: Area, resolution: int, step_m: float,
     import pytorch_lightning as pl
     from srai.embedders import Highway2VecEmbedder
 
-    from urbanrepml.modalities.poi import quiet_lightning
 
     seg = segments(ways)
     s, lat, lon, _ = pieces(ways, seg, step_m)

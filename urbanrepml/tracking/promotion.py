@@ -1,6 +1,6 @@
 """Promotion of registry versions by probe evidence: move ``champion`` only for a measurable gain.
 
-:func:`run_promote_stage` (the ``promote`` entry point):
+The promotion policy (the ``promote`` stage in :mod:`urbanrepml.stages.promote` runs it):
 
 1. lists the versions of ``urbanrepml-<study_area>`` (none: a clear error);
 2. probes every version that lacks a probe record on the current settings (tags ``probe.*`` written
@@ -25,16 +25,13 @@ same default folds, so its score here is a maximum over trials; use ``min_gain``
 from __future__ import annotations
 
 import json
-import math
-import time
 from dataclasses import asdict, dataclass, field
 
-import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from urbanrepml.errors import UrbanReprError
-from urbanrepml.tracking.registry import CHAMPION, get_version_by_alias, probe_prefix, registered_model_name, set_alias
+from urbanrepml.tracking.registry import CHAMPION, probe_prefix
 
 LOWER_IS_BETTER = ("rmse", "mae", "poisson_deviance")
 PROMOTE_PREFIX = "promote."
@@ -170,81 +167,3 @@ def decide(evidence: dict[str, Evidence], champion: str | None, metric: str, min
                                       f"{best.baseline_concat:.4f} and ring {best.baseline_ring:.4f} by >= {min_gain:g}", **base)
 
 
-def run_promote_stage(study_area: str, metric: str = "mean_r2", min_gain: float = 0.0, *, probe: str = "ridge",
-                      block_resolution: int = 7, folds: int = 5, seed: int = 0) -> Decision:
-    """See the module docstring. Returns the decision (also printed and recorded)."""
-    from urbanrepml.analysis.stage import run_probe_stage
-    from urbanrepml.config import load_study_area
-    from urbanrepml.tracking.runs import configure_tracking, log_new_params, stage_run, tag
-
-    if not (isinstance(min_gain, (int, float)) and math.isfinite(min_gain) and min_gain >= 0):
-        raise UrbanReprError(f"min_gain must be a finite number >= 0 (e.g. -P min_gain=0.01), got {min_gain!r}")
-    spec = load_study_area(study_area)
-    configure_tracking()
-    client = MlflowClient()
-    name = registered_model_name(spec.name)
-    try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except MlflowException:
-        versions = []
-    if not versions:
-        raise UrbanReprError(f"registered model {name!r} has no versions to promote; run `mlflow run . -e fuse` "
-                             f"(or -e tune) with study_area={spec.name} first")
-    params = {"study_area": study_area, "metric": metric, "min_gain": min_gain, "promote.probe": probe,
-              "promote.block_resolution": block_resolution, "promote.folds": folds, "promote.seed": seed}
-    with stage_run("promote", spec.name, run_name="promote") as run:
-        log_new_params(params)
-        probed, skipped = [], {}
-        for mv in sorted(versions, key=lambda v: int(v.version)):
-            if has_probe_record(mv, probe, block_resolution, folds, seed):
-                continue
-            print(f"promote: probing {name} version {mv.version} (no probe record on these folds)", flush=True)
-            try:
-                run_probe_stage(study_area, model_uri=f"models:/{name}/{mv.version}", probe=probe,
-                                block_resolution=block_resolution, folds=folds, seed=seed, figures=False)
-                probed.append(str(mv.version))
-            except UrbanReprError as exc:
-                skipped[str(mv.version)] = f"probe failed: {exc}"
-                print(f"promote: version {mv.version} not probed ({exc}); it cannot be promoted", flush=True)
-        evidence: dict[str, Evidence] = {}
-        for mv in client.search_model_versions(f"name = '{name}'"):
-            if not has_probe_record(mv, probe, block_resolution, folds, seed):
-                skipped.setdefault(str(mv.version), "no probe record")
-                continue
-            evidence[str(mv.version)] = evidence_of(mv, metric, probe, client)
-        champ_mv = get_version_by_alias(name, CHAMPION, client)
-        champion = str(champ_mv.version) if champ_mv else None
-        decision = decide(evidence, champion, metric, min_gain)
-        decision.probed, decision.skipped = probed, skipped
-        target = decision.best.version
-        if decision.promote:
-            set_alias(name, CHAMPION, target, client)
-        record = {
-            f"{PROMOTE_PREFIX}decision": decision.decision,
-            f"{PROMOTE_PREFIX}reason": decision.reason[:4000],
-            f"{PROMOTE_PREFIX}metric": metric,
-            f"{PROMOTE_PREFIX}value": f"{decision.best.value:.6g}",
-            f"{PROMOTE_PREFIX}run_id": run.info.run_id,
-            f"{PROMOTE_PREFIX}evidence": decision.evidence_json()[:5000],
-            f"{PROMOTE_PREFIX}time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        if decision.promote:
-            record[f"{PROMOTE_PREFIX}previous_champion"] = champion or "none"
-        for k, v in record.items():
-            client.set_model_version_tag(name, target, k, v)
-        mlflow.set_tags({tag("decision"): decision.decision, tag("best_version"): target,
-                         tag("champion_version"): target if decision.promote else (champion or "none"),
-                         "mlflow.note.content": decision.reason})
-        metrics = {"best_version": float(target), f"best_{metric}": decision.best.value, "versions": float(len(versions)),
-                   "versions_probed_now": float(len(probed)), "promoted": float(decision.promote)}
-        if decision.champion is not None:
-            metrics[f"champion_{metric}"] = decision.champion.value
-        for n, v in (("concat", decision.best.baseline_concat), ("ring", decision.best.baseline_ring)):
-            if v is not None:
-                metrics[f"baseline_{n}_{metric}"] = v
-        mlflow.log_metrics(metrics)
-        mlflow.log_dict(json.loads(decision.evidence_json()), "promote/evidence.json")
-        print(f"promote: {decision.decision}: {decision.reason}", flush=True)
-        now = get_version_by_alias(name, CHAMPION, client)
-        print(f"promote: models:/{name}@{CHAMPION} -> " + (f"version {now.version}" if now else "not set"), flush=True)
-    return decision

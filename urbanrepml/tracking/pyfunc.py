@@ -36,8 +36,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 from mlflow.exceptions import MlflowException
 
+from urbanrepml.constants import REGION_ID
+
 ARTIFACT_KEY = "embeddings"
-REGION_ID = "region_id"
 META_KEY = b"urbanrepml"
 MODEL_ARTIFACT_PATH = "embedding_model"
 

@@ -31,11 +31,10 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from urbanrepml.constants import CANDIDATE, CHAMPION, registered_model_name  # noqa: F401 - re-exported
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.tracking.pyfunc import MODEL_ARTIFACT_PATH
 
-CANDIDATE = "candidate"
-CHAMPION = "champion"
 PROBE_PREFIX = "probe."
 
 
@@ -44,10 +43,6 @@ def probe_prefix(probe: str = "ridge") -> str:
     return PROBE_PREFIX if probe == "ridge" else f"{PROBE_PREFIX}{probe}."
 _ALIAS_URI = re.compile(r"^models:/([^/@]+)@([^/@]+)/?$")
 _VERSION_URI = re.compile(r"^models:/([^/@]+)/(\d+)/?$")
-
-
-def registered_model_name(study_area: str) -> str:
-    return f"urbanrepml-{study_area}"
 
 
 def _not_found(exc: MlflowException) -> bool:

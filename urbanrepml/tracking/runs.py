@@ -24,15 +24,10 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import mlflow  # noqa: E402
 
+from urbanrepml.constants import TAG_PREFIX, experiment_name, tag  # noqa: E402,F401 - re-exported
 from urbanrepml.errors import UrbanReprError  # noqa: E402
 from urbanrepml.redact import redact  # noqa: E402
 
-TAG_PREFIX = "urbanrepml."
-
-
-def tag(name: str) -> str:
-    """Full tag key, e.g. ``tag('stage') == 'urbanrepml.stage'``."""
-    return TAG_PREFIX + name
 
 
 def resolve_tracking_uri() -> str:
@@ -64,10 +59,6 @@ def configure_tracking() -> str:
     check_server(uri)
     mlflow.set_tracking_uri(uri)
     return uri
-
-
-def experiment_name(study_area: str) -> str:
-    return f"urbanrepml-{study_area}"
 
 
 @contextlib.contextmanager

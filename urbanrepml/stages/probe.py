@@ -4,7 +4,7 @@ Probe input, in this order:
 
 - ``table``: a contract embedding table (parquet path). Baselines are computed
   from the study area's newest modality tables in the tracking store
-  (:func:`urbanrepml.fusion.inputs.load_fusion_inputs`), on the same cells.
+  (:func:`urbanrepml.tasks.fusion.inputs.load_fusion_inputs`), on the same cells.
 - ``model_uri`` (or nothing: ``models:/urbanrepml-<area>@champion``, else
   ``@candidate``): the registered embedding model. The version is pinned at the
   start (an alias moving mid-run does not matter); baselines come from the
@@ -90,7 +90,7 @@ def _baseline_features(inp: ProbeInput, spec, area) -> tuple[dict[str, pd.DataFr
     study_area = spec.name
     res = inp.table.meta.resolution
     if inp.kind == "model" and inp.source_run_id:
-        from urbanrepml.fusion.baselines import load_baseline_tables
+        from urbanrepml.tracking.fusion import load_baseline_tables
 
         try:
             tables = load_baseline_tables(inp.source_run_id)
@@ -104,15 +104,16 @@ def _baseline_features(inp: ProbeInput, spec, area) -> tuple[dict[str, pd.DataFr
             return {k: t.frame for k, t in tables.items()}, f"baselines from run {inp.source_run_id}"
     else:
         fallback = ""
-    from urbanrepml.fusion.baselines import concat_baseline, ring_baseline
-    from urbanrepml.fusion.inputs import load_fusion_inputs
-
+    from urbanrepml.tasks.fusion.baselines import concat_baseline, ring_baseline
+    from urbanrepml.tasks.fusion.inputs import load_fusion_inputs
+    from urbanrepml.tracking.fusion import store_tables
     from urbanrepml.tracking.tables import list_table_modalities
 
     if not list_table_modalities(spec.name, res):
         return {}, (f"{fallback}no baselines: no modality tables of {spec.name!r} at resolution {res} in the tracking store "
                     f"(run e.g. `mlflow run . -e roads -P resolution={res}` first)")
-    inputs = load_fusion_inputs(spec.source_file, res, area=area)
+    tables, provenance = store_tables(spec.name, res)
+    inputs = load_fusion_inputs(spec.source_file, res, tables, area=area, provenance=provenance)
     ring = ring_baseline(inputs.x, inputs.edge_index(area), inputs.n_cells)
     frames = {"concat": pd.DataFrame(concat_baseline(inputs), index=inputs.region_ids),
               "ring": pd.DataFrame(ring, index=inputs.region_ids)}
@@ -284,7 +285,7 @@ def run_cluster_stage(study_area: str, *, model_uri: str | None = None, table: s
 
     from urbanrepml.tracking import configure_tracking, log_figure, log_table_input, stage_run
     from urbanrepml.tracking.runs import log_new_params
-    from urbanrepml.plots import cells_map
+    from urbanrepml.analysis.maps import cells_map
 
     spec = load_study_area(study_area)
     configure_tracking()

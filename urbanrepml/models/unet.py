@@ -2,7 +2,7 @@
 
 :class:`FullAreaUNet` runs on the whole area at once; :class:`ConeBatchingUNet`
 is the same network applied to a batch of cones (a disjoint union of cone
-subgraphs, see :mod:`urbanrepml.fusion.cones`), so memory is bounded by the batch.
+subgraphs, see :mod:`urbanrepml.tasks.fusion.cones`), so memory is bounded by the batch.
 
 Architecture, levels ``0..L-1`` finest to coarsest with widths ``hidden_dims``::
 
@@ -25,8 +25,8 @@ from typing import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from urbanrepml.fusion.hierarchy import Hierarchy
-from urbanrepml.fusion.layers import GCNBlock, broadcast, mean_pool
+from urbanrepml.models.hierarchy import Hierarchy
+from urbanrepml.models.layers import GCNBlock, broadcast, mean_pool
 
 
 @dataclass
@@ -94,7 +94,7 @@ class ConeBatchingUNet(FullAreaUNet):
     """:class:`FullAreaUNet` run on batches of cones instead of the whole area.
 
     Same parameters and forward; the hierarchy given is the disjoint union of the
-    cones in a batch (:func:`urbanrepml.fusion.cones.batch_hierarchy`).
+    cones in a batch (:func:`urbanrepml.tasks.fusion.cones.batch_hierarchy`).
     """
 
 

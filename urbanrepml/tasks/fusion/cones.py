@@ -29,7 +29,7 @@ import numpy as np
 
 from urbanrepml.areas import h3ops
 from urbanrepml.errors import UrbanReprError
-from urbanrepml.fusion.hierarchy import CellLevels, Hierarchy, hierarchy_from_arrays
+from urbanrepml.models.hierarchy import CellLevels, Hierarchy, hierarchy_from_arrays
 
 CACHE_VERSION = 2
 

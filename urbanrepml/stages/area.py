@@ -8,7 +8,7 @@ from pathlib import Path
 
 from urbanrepml.areas.area import Area, build_area
 from urbanrepml.config import load_study_area
-from urbanrepml.plots import cells_map
+from urbanrepml.analysis.maps import cells_map
 from urbanrepml.tracking import log_figure, log_frame_input, log_source_files, stage_run
 
 

@@ -11,15 +11,11 @@ API
   (modality -> {path, run_id, sha256, source_uri, n_cells}), ``coverage`` (modality -> share of
   the N cells the table covers). Method ``edge_index(area)`` gives the 1-ring graph among the
   N cells (int64 (2, E), positions into ``x``).
-- ``find_modality_tables(study_area, resolution, modalities=None) -> {modality: (path, run_id)}``:
-  the newest finished table per modality from the tracking store (downloads it).
-- ``load_fusion_inputs(study_area, resolution, tables=None, area=None) -> FusionInputs``:
+- ``load_fusion_inputs(study_area, resolution, tables, area=None, provenance=None) -> FusionInputs``:
   ``tables`` maps modality -> path (or is a list of paths; the modality comes from the table
-  metadata) and overrides discovery.
+  metadata); :func:`urbanrepml.tracking.fusion.store_tables` finds them in the tracking store.
 - ``parse_tables_param(value) -> dict | list | None``: the ``fuse -P tables=...`` string
   (``""``, ``"poi=a.parquet,roads=b.parquet"`` or ``"a.parquet,b.parquet"``).
-- ``log_fusion_inputs(inputs)``: every table as an MLflow input dataset of the active run, plus
-  params ``inputs.*`` and metrics ``inputs.coverage_<modality>``.
 
 Alignment rules
 ---------------
@@ -37,7 +33,7 @@ at different resolutions or not at the requested one, from another study area, w
 outside the area, NaN/inf (checked by ``read_table``), two tables of one modality, and no cell
 shared by the inner-joined modalities.
 
-No MLflow import at module level (only ``urbanrepml.tracking`` does that).
+No MLflow here: :mod:`urbanrepml.tracking.fusion` logs inputs and finds tables in the store.
 """
 
 from __future__ import annotations
@@ -51,10 +47,10 @@ import pandas as pd
 
 from urbanrepml.areas import Area, build_area
 from urbanrepml.areas import h3ops
-from urbanrepml.areas.area import REGION_ID
+from urbanrepml.constants import FUSED, REGION_ID
 from urbanrepml.config import load_study_area
 from urbanrepml.errors import UrbanReprError
-from urbanrepml.tables import EmbeddingTable, file_digest, read_table
+from urbanrepml.tables import EmbeddingTable, TableMeta, file_digest, read_table, to_embedding_frame
 
 ZERO_FILL = frozenset({"poi", "roads", "gtfs"})
 INDICATOR_PREFIX = "has_"
@@ -78,6 +74,11 @@ class FusionInputs:
     @property
     def modalities(self) -> list[str]:
         return list(self.blocks)
+
+    @property
+    def zero_filled(self) -> list[str]:
+        """Modalities whose missing cells count as zeros (``ZERO_FILL``)."""
+        return [m for m in self.modalities if m in ZERO_FILL]
 
     @property
     def n_cells(self) -> int:
@@ -106,29 +107,9 @@ def subgraph_edges(edge_index: np.ndarray, keep: np.ndarray, n: int) -> np.ndarr
     return np.stack([src[ok], dst[ok]]).astype(np.int64)
 
 
-def _entry_points_hint(resolution: int) -> str:
+def entry_points_hint(resolution: int) -> str:
     return (f"run a modality entry point first, e.g. `mlflow run . -e poi -P resolution={resolution}` "
             f"(also roads, gtfs, raster, alphaearth, aerial), or pass table paths with -P tables=...")
-
-
-def find_modality_tables(
-    study_area: str, resolution: int, modalities: Sequence[str] | None = None, dst_dir: str | Path | None = None
-) -> dict[str, tuple[Path, str]]:
-    """Newest finished table per modality of (``study_area``, ``resolution``) in the tracking store.
-
-    ``modalities=None`` means every modality that has a table there. Returns
-    ``{modality: (local path, producer run id)}`` (downloaded under ``dst_dir`` or a temporary
-    folder); modalities without a table are left out.
-    """
-    from urbanrepml.tracking.tables import find_latest_table, list_table_modalities
-
-    names = list(modalities) if modalities is not None else list_table_modalities(study_area, resolution)
-    found: dict[str, tuple[Path, str]] = {}
-    for modality in sorted(set(names)):
-        hit = find_latest_table(study_area, modality, resolution, dst_dir=dst_dir)
-        if hit is not None:
-            found[modality] = hit
-    return found
 
 
 def parse_tables_param(value: str | None) -> dict[str, Path] | list[Path] | None:
@@ -198,17 +179,20 @@ def _zscore(block: np.ndarray) -> np.ndarray:
 def load_fusion_inputs(
     study_area: str | Path,
     resolution: int,
-    tables: Mapping[str, str | Path] | Sequence[str | Path] | None = None,
+    tables: Mapping[str, str | Path] | Sequence[str | Path],
     area: Area | None = None,
+    provenance: Mapping[str, tuple[str, str]] | None = None,
 ) -> FusionInputs:
     """Read, validate and align the modality tables of a study area at ``resolution``.
 
     Args:
         study_area: bundled name or study-area TOML path.
         resolution: H3 resolution of the tables (the finest fusion resolution).
-        tables: explicit ``{modality: path}`` (or a list of paths, modality from metadata);
-            ``None`` finds the newest table of each modality in the tracking store.
+        tables: ``{modality: path}`` (or a list of paths, modality from metadata); the tables found
+            in the tracking store come from :func:`urbanrepml.tracking.fusion.store_tables`.
         area: the built :class:`Area` (must contain ``resolution``); built when omitted.
+        provenance: ``{modality: (producer run id, source URI)}`` of tables found in the tracking
+            store, recorded in ``sources``; tables without an entry use their own metadata.
     """
     spec = load_study_area(study_area)
     resolution = int(resolution)
@@ -216,22 +200,11 @@ def load_fusion_inputs(
         area = build_area(spec, [resolution])
     if area.name != spec.name:
         raise UrbanReprError(f"area {area.name!r} given for study area {spec.name!r}")
-    run_ids: dict[str, str] = {}
-    source_uris: dict[str, str] = {}
-    if tables is None:
-        from urbanrepml.tracking.tables import table_artifact_path
-
-        found = find_modality_tables(spec.name, resolution)
-        if not found:
-            raise UrbanReprError(
-                f"no modality tables for study area {spec.name!r} at resolution {resolution} in the tracking store; "
-                + _entry_points_hint(resolution)
-            )
-        tables = {m: p for m, (p, _) in found.items()}
-        run_ids = {m: r for m, (_, r) in found.items()}
-        source_uris = {m: f"runs:/{r}/{table_artifact_path(m, resolution)}" for m, (_, r) in found.items()}
-    elif len(tables) == 0:
-        raise UrbanReprError(f"no modality tables given for study area {spec.name!r}; " + _entry_points_hint(resolution))
+    provenance = dict(provenance or {})
+    run_ids = {m: r for m, (r, _) in provenance.items()}
+    source_uris = {m: u for m, (_, u) in provenance.items()}
+    if tables is None or len(tables) == 0:
+        raise UrbanReprError(f"no modality tables given for study area {spec.name!r}; " + entry_points_hint(resolution))
 
     read = _read_all(tables)
     _check_consistent(read, spec.name, resolution)
@@ -304,27 +277,9 @@ def load_fusion_inputs(
     )
 
 
-def log_fusion_inputs(inputs: FusionInputs, context: str = "fusion_input") -> None:
-    """Log every table as an input dataset of the active run, plus ``inputs.*`` params and coverage metrics.
-
-    Source of each dataset: ``runs:/<producer run>/tables/<modality>_res<r>.parquet`` when the table
-    was found in the tracking store, else the local file. Params are prefixed ``inputs.`` so they
-    do not collide with the trainer's own.
-    """
-    import mlflow
-
-    from urbanrepml.tracking import log_table_input
-
-    for m, src in inputs.sources.items():
-        log_table_input(f"{m}_res{inputs.resolution}", src["path"], source_uri=src.get("source_uri"), context=context)
-    params = {
-        "inputs.modalities": ",".join(inputs.modalities),
-        "inputs.zero_filled": ",".join(m for m in inputs.modalities if m in ZERO_FILL),
-        "inputs.n_cells": inputs.n_cells,
-        "inputs.n_features": int(inputs.x.shape[1]),
-    }
-    for m, src in inputs.sources.items():
-        params[f"inputs.{m}.run_id"] = src.get("run_id") or "none"
-        params[f"inputs.{m}.sha256"] = src["sha256"][:16]
-    mlflow.log_params(params)
-    mlflow.log_metrics({f"inputs.coverage_{m}": c for m, c in inputs.coverage.items()})
+def fused_table(values: np.ndarray, inputs: FusionInputs, run_id: str, extra: dict) -> EmbeddingTable:
+    """Fused embeddings (rows aligned with ``inputs.region_ids``) as a contract table, prefix ``fused``."""
+    frame, _ = to_embedding_frame(values, inputs.region_ids, FUSED)
+    meta = TableMeta(modality=FUSED, resolution=inputs.resolution, study_area=inputs.study_area, prefix=FUSED,
+                     producer_run_id=run_id, input_digests=inputs.digests, extra={k: str(v) for k, v in extra.items()})
+    return EmbeddingTable(frame, meta)

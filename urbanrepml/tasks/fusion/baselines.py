@@ -7,11 +7,10 @@ API
 - ``ring_operator(edge_index, n, k, weighting) -> scipy.sparse.csr_matrix``: (n, n) operator S with
   ``S @ x`` = the ring aggregation below.
 - ``ring_baseline(x, edge_index, n, k=2, weighting="exponential") -> np.ndarray`` float32 (n, D).
-- ``log_baselines(inputs, area, ring_k=2, ring_weighting="exponential") -> dict[str, EmbeddingTable]``:
-  writes both as contract tables (prefixes ``concat``/``ring``, modalities ``baseline_concat``/
-  ``baseline_ring``) and logs them to the ACTIVE MLflow run as ``baselines/concat_res<r>.parquet``
-  and ``baselines/ring_res<r>.parquet``.
-- ``load_baseline_tables(run_id) -> {"concat": EmbeddingTable, "ring": EmbeddingTable}``.
+- ``baseline_tables(inputs, area, ring_k=2, ring_weighting="exponential", run_id=None)
+  -> {"concat": EmbeddingTable, "ring": EmbeddingTable}``: both as contract tables (prefixes
+  ``concat``/``ring``, modalities ``baseline_concat``/``baseline_ring``), in memory;
+  :mod:`urbanrepml.tracking.fusion` logs and reloads them.
 
 Ring aggregation
 ----------------
@@ -29,28 +28,24 @@ weighted sum of the per-ring means (rings are summed, not concatenated).
 
 The operator is built with scipy.sparse: ring memberships come from repeated products with the
 adjacency (a BFS frontier per step), truncated at K, so memory is O(n * cells within K rings).
-numpy/scipy only; MLflow is imported lazily by the two logging functions.
+numpy/scipy only.
 """
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from urbanrepml.errors import UrbanReprError
-from urbanrepml.tables import EmbeddingTable, TableMeta, read_table, to_embedding_frame, write_table
+from urbanrepml.tables import EmbeddingTable, TableMeta, to_embedding_frame
 
 if TYPE_CHECKING:  # pragma: no cover
     from urbanrepml.areas import Area
-    from urbanrepml.fusion.inputs import FusionInputs
+    from urbanrepml.tasks.fusion.inputs import FusionInputs
 
 WEIGHTINGS = ("exponential", "logarithmic", "linear", "flat")
-BASELINES_DIR = "baselines"
-BASELINE_PREFIXES = ("concat", "ring")
 
 
 def concat_baseline(inputs: "FusionInputs") -> np.ndarray:
@@ -147,66 +142,12 @@ def _baseline_table(values: np.ndarray, inputs: "FusionInputs", prefix: str, run
     return EmbeddingTable(frame, meta)
 
 
-def baseline_artifact_path(prefix: str, resolution: int) -> str:
-    return f"{BASELINES_DIR}/{prefix}_res{resolution}.parquet"
-
-
-def log_baselines(inputs: "FusionInputs", area: "Area", ring_k: int = 2,
-                  ring_weighting: str = "exponential") -> dict[str, EmbeddingTable]:
-    """Compute concat and ring baselines of ``inputs`` and log them to the active run.
-
-    Artifacts: ``baselines/concat_res<r>.parquet`` and ``baselines/ring_res<r>.parquet``
-    (contract tables, producer run id = the active run). Also logs params ``baseline.ring_k``,
-    ``baseline.ring_weighting`` and tags ``urbanrepml.baseline_concat`` / ``urbanrepml.baseline_ring``
-    with the artifact paths. Returns ``{"concat": table, "ring": table}`` (in memory).
-    """
-    import mlflow
-
-    from urbanrepml.tracking import tag
-
-    run = mlflow.active_run()
-    if run is None:
-        raise UrbanReprError("log_baselines needs an active MLflow run (call it inside stage_run)")
-    run_id = run.info.run_id
+def baseline_tables(inputs: "FusionInputs", area: "Area", ring_k: int = 2, ring_weighting: str = "exponential",
+                    run_id: str | None = None) -> dict[str, EmbeddingTable]:
+    """Concat and ring baselines of ``inputs`` as contract tables (producer ``run_id``), in memory."""
     ring = ring_baseline(inputs.x, inputs.edge_index(area), inputs.n_cells, ring_k, ring_weighting)
     extra = {"ring_k": str(int(ring_k)), "ring_weighting": ring_weighting}
-    tables = {
+    return {
         "concat": _baseline_table(concat_baseline(inputs), inputs, "concat", run_id, {}),
         "ring": _baseline_table(ring, inputs, "ring", run_id, extra),
     }
-    area_cells = area.cells(inputs.resolution)
-    with tempfile.TemporaryDirectory() as tmp:
-        for prefix, table in tables.items():
-            path = write_table(table, Path(tmp) / Path(baseline_artifact_path(prefix, inputs.resolution)).name,
-                               area_cells=area_cells)
-            mlflow.log_artifact(str(path), artifact_path=BASELINES_DIR)
-            table.path = None  # the temporary file is gone; the artifact is the record
-    mlflow.log_params({"baseline.ring_k": int(ring_k), "baseline.ring_weighting": ring_weighting})
-    mlflow.set_tags({tag(f"baseline_{p}"): baseline_artifact_path(p, inputs.resolution) for p in tables})
-    return tables
-
-
-def load_baseline_tables(run_id: str, dst_dir: str | Path | None = None) -> dict[str, EmbeddingTable]:
-    """Download and validate the baseline tables a fuse run logged: ``{"concat": ..., "ring": ...}``."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
-    try:
-        client.get_run(run_id)
-        listed = [a.path for a in client.list_artifacts(run_id, BASELINES_DIR)]
-    except MlflowException as exc:
-        raise UrbanReprError(f"run {run_id!r} not found in the tracking store ({exc.error_code})") from None
-    dst = Path(dst_dir) if dst_dir else Path(tempfile.mkdtemp(prefix="urbanrepml-baselines-"))
-    out: dict[str, EmbeddingTable] = {}
-    for prefix in BASELINE_PREFIXES:
-        matches = sorted(p for p in listed if Path(p).name.startswith(f"{prefix}_res") and p.endswith(".parquet"))
-        if not matches:
-            raise UrbanReprError(
-                f"run {run_id} has no {BASELINES_DIR}/{prefix}_res<r>.parquet artifact; "
-                "baselines are logged by the fuse entry point"
-            )
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=matches[-1], dst_path=str(dst))
-        out[prefix] = read_table(local)
-    return out

@@ -13,7 +13,7 @@ from urbanrepml.config import load_study_area
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.modalities.base import Modality
 from urbanrepml.paths import data_dir
-from urbanrepml.plots import cells_map
+from urbanrepml.analysis.maps import cells_map
 from urbanrepml.tables import EmbeddingTable, TableMeta, publish_on_success, to_embedding_frame
 
 

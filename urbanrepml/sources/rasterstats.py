@@ -23,7 +23,8 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from urbanrepml.areas import REGION_ID, Area, h3ops
+from urbanrepml.areas import Area, h3ops
+from urbanrepml.constants import REGION_ID
 from urbanrepml.errors import UrbanReprError
 
 DEFAULT_MAX_PIXELS = 2_000_000   # per block, for few bands
@@ -101,7 +102,7 @@ def unique_names(names: Sequence[str]) -> list[str]:
     return out
 
 
-def _open(path: Path):
+def open_raster(path: Path):
     import rasterio
     from rasterio.errors import RasterioIOError
 
@@ -115,7 +116,7 @@ def _open(path: Path):
 
 def band_names(path: str | Path) -> list[str]:
     """Band descriptions of a raster (``b1``, ``b2``... where a band has none)."""
-    with _open(Path(path)) as src:
+    with open_raster(Path(path)) as src:
         return [d or f"b{i + 1}" for i, d in enumerate(src.descriptions)]
 
 
@@ -130,7 +131,7 @@ def area_bounds_lonlat(area: Area, resolution: int) -> tuple[float, float, float
     return (minx - dlon, max(miny - dlat, -90.0), maxx + dlon, min(maxy + dlat, 90.0))
 
 
-def _is_wgs84(crs) -> bool:
+def is_wgs84(crs) -> bool:
     from pyproj import CRS
 
     try:
@@ -164,7 +165,7 @@ def accumulate_raster(
     from rasterio.windows import Window, from_bounds
 
     path = Path(path)
-    with _open(path) as src:
+    with open_raster(path) as src:
         if src.crs is None:
             raise UrbanReprError(
                 f"raster {path} has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:4326 {path.name}) and retry"
@@ -172,7 +173,7 @@ def accumulate_raster(
         if src.count != acc.n_bands:
             raise UrbanReprError(f"raster {path} has {src.count} band(s), expected {acc.n_bands}")
         lonlat_box = area_bounds_lonlat(area, resolution)
-        wgs84 = _is_wgs84(src.crs)
+        wgs84 = is_wgs84(src.crs)
         box = lonlat_box if wgs84 else transform_bounds("EPSG:4326", src.crs, *lonlat_box, densify_pts=21)
         full = Window(0, 0, src.width, src.height)
         try:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from urbanrepml.areas import h3ops
-from urbanrepml.fusion.layers import SparseOp, gcn_operator, mean_pool_operator
+from urbanrepml.models.layers import SparseOp, gcn_operator, mean_pool_operator
 
 
 @dataclass

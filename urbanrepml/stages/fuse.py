@@ -11,7 +11,7 @@ Steps (rank 0 does all tracking; other ``torchrun`` ranks only train):
    skipped with a line saying why.
 4. Inputs aligned and logged as datasets; concat and ring baselines logged.
 5. ``concat``/``ring``: the baseline is the fused embedding. ``full_unet``/
-   ``cone_unet``: trained with checkpoints (see :mod:`urbanrepml.fusion.train`).
+   ``cone_unet``: trained with checkpoints (see :mod:`urbanrepml.tasks.fusion.train`).
 6. The fused table (prefix and modality ``fused``) written and logged, the
    pyfunc model logged, and - last, only when everything above succeeded -
    registered as ``urbanrepml-<study_area>`` with alias ``candidate``.
@@ -22,16 +22,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import numpy as np
 
 from urbanrepml.areas import build_area, parse_resolutions
 from urbanrepml.config import load_study_area
+from urbanrepml.constants import FUSED
 from urbanrepml.errors import UrbanReprError
-from urbanrepml.fusion.train import LEARNED_MODELS, TrainConfig
+from urbanrepml.tasks.fusion.train import LEARNED_MODELS, TrainConfig
 from urbanrepml.paths import cache_dir
 
 MODELS = ("concat", "ring", *LEARNED_MODELS)
-FUSED = "fused"
 
 
 @dataclass
@@ -89,7 +88,7 @@ def ensure_modality_tables(spec, resolution: int) -> list[str]:
     saying so; a source that fails (corrupt file, no overlap) fails the whole stage.
     Returns the modalities built.
     """
-    from urbanrepml.modalities.stage import run_modality_stage
+    from urbanrepml.stages.modality import run_modality_stage
     from urbanrepml.tracking.tables import list_table_modalities
 
     if list_table_modalities(spec.name, resolution):
@@ -137,16 +136,6 @@ def _same(a: str, b: str) -> bool:
         return False
 
 
-def fused_table(values: np.ndarray, inputs, run_id: str, extra: dict):
-    """Fused embeddings (rows aligned with ``inputs.region_ids``) as a contract table, prefix ``fused``."""
-    from urbanrepml.tables import EmbeddingTable, TableMeta, to_embedding_frame
-
-    frame, _ = to_embedding_frame(values, inputs.region_ids, FUSED)
-    meta = TableMeta(modality=FUSED, resolution=inputs.resolution, study_area=inputs.study_area, prefix=FUSED,
-                     producer_run_id=run_id, input_digests=inputs.digests, extra={k: str(v) for k, v in extra.items()})
-    return EmbeddingTable(frame, meta)
-
-
 def run_fuse_stage(p: FuseParams):
     """Run the whole stage (see the module docstring); returns the fused table on rank 0, None elsewhere."""
     import torch
@@ -172,13 +161,17 @@ def run_fuse_stage(p: FuseParams):
 
 def _load_inputs(p: FuseParams, spec, area):
     """The fusion inputs; a resumed run gets exactly the tables it started with (checked by digest)."""
-    from urbanrepml.fusion.inputs import load_fusion_inputs, parse_tables_param
+    from urbanrepml.tasks.fusion.inputs import load_fusion_inputs, parse_tables_param
     from urbanrepml.tracking.checkpoints import check_resume_inputs, resume_tables
+    from urbanrepml.tracking.fusion import store_tables
 
     tables = parse_tables_param(p.tables)
+    provenance = None
     if p.resume_run_id and tables is None:
         tables = resume_tables(p.resume_run_id, p.resolution, cache_dir() / "resume" / p.resume_run_id)
-    inputs = load_fusion_inputs(spec, p.resolution, tables=tables, area=area)
+    if tables is None:
+        tables, provenance = store_tables(spec.name, p.resolution)
+    inputs = load_fusion_inputs(spec, p.resolution, tables, area=area, provenance=provenance)
     if p.resume_run_id:
         check_resume_inputs(p.resume_run_id, inputs.digests)
     return inputs
@@ -193,7 +186,7 @@ def _barrier(world: int) -> None:
 
 def _worker(p: FuseParams, spec, cfg: TrainConfig) -> None:
     """A torchrun rank > 0: wait for rank 0's preparation, load the same inputs, train its share of cones."""
-    from urbanrepml.fusion.train import train
+    from urbanrepml.tasks.fusion.train import train
     from urbanrepml.tracking import configure_tracking
     from urbanrepml.tracking.checkpoints import load_latest_checkpoint
 
@@ -209,10 +202,11 @@ def _worker(p: FuseParams, spec, cfg: TrainConfig) -> None:
 def _rank0(p: FuseParams, spec, cfg: TrainConfig | None, world: int):
     import mlflow
 
-    from urbanrepml.fusion.baselines import log_baselines
-    from urbanrepml.fusion.inputs import log_fusion_inputs
-    from urbanrepml.fusion.train import train
-    from urbanrepml.modalities.stage import table_path
+    from urbanrepml.tasks.fusion.baselines import baseline_tables
+    from urbanrepml.tasks.fusion.inputs import fused_table
+    from urbanrepml.tracking.fusion import log_baselines, log_fusion_inputs
+    from urbanrepml.tasks.fusion.train import train
+    from urbanrepml.stages.modality import table_path
     from urbanrepml.tables import publish_on_success
     from urbanrepml.tracking import configure_tracking, log_embedding_table, tag
     from urbanrepml.tracking.checkpoints import MlflowTrainHooks, fuse_run, load_latest_checkpoint, resume_checks
@@ -249,7 +243,8 @@ def _rank0(p: FuseParams, spec, cfg: TrainConfig | None, world: int):
         inputs = _load_inputs(p, spec, area)
         if not p.resume_run_id:
             log_fusion_inputs(inputs)
-            baselines = log_baselines(inputs, area, p.ring_k, p.ring_weighting)
+            baselines = log_baselines(baseline_tables(inputs, area, p.ring_k, p.ring_weighting, run_id=run_id),
+                                      area.cells(p.resolution))
         extra: dict = {"model": p.model}
         if cfg is None:
             if p.resume_run_id is None:

@@ -37,10 +37,10 @@ from torch import nn
 
 from urbanrepml.areas import h3ops
 from urbanrepml.errors import UrbanReprError
-from urbanrepml.fusion.cones import ConeBatcher, build_cones
-from urbanrepml.fusion.hierarchy import cell_levels
-from urbanrepml.fusion.memory import limit_heap_fragmentation
-from urbanrepml.fusion.unet import ConeBatchingUNet, FullAreaUNet, unet_losses
+from urbanrepml.tasks.fusion.cones import ConeBatcher, build_cones
+from urbanrepml.models.hierarchy import cell_levels
+from urbanrepml.training.memory import limit_heap_fragmentation
+from urbanrepml.models.unet import ConeBatchingUNet, FullAreaUNet, unet_losses
 
 LEARNED_MODELS = ("full_unet", "cone_unet")
 

@@ -8,7 +8,7 @@ it becomes a nested run:
    reused (said so in the summary), a modality without sources is skipped with the reason; a modality
    whose sources the area names but whose build fails fails the pipeline (one line, exit 2), as in
    ``fuse`` - it never fuses silently without it;
-2. ``fuse`` (:func:`urbanrepml.fusion.stage.run_fuse_stage`): registers a new version, alias candidate;
+2. ``fuse`` (:func:`urbanrepml.stages.fuse.run_fuse_stage`): registers a new version, alias candidate;
 3. ``probe`` of that version (records ``probe.*`` on it);
 4. ``promote`` (:func:`urbanrepml.tracking.promotion.run_promote_stage`).
 
@@ -32,7 +32,7 @@ def _modality_step(study_area: str, spec, resolution: int) -> list[dict]:
     from mlflow.tracking import MlflowClient
 
     from urbanrepml.modalities import MODALITIES
-    from urbanrepml.modalities.stage import run_modality_stage
+    from urbanrepml.stages.modality import run_modality_stage
     from urbanrepml.tracking.tables import find_latest_table, list_table_modalities
 
     existing = set(list_table_modalities(spec.name, resolution))
@@ -100,10 +100,10 @@ def run_pipeline(study_area: str, *, model: str = "full_unet", epochs: int = 60,
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from urbanrepml.analysis.stage import run_probe_stage
-    from urbanrepml.fusion.stage import FuseParams, run_fuse_stage
+    from urbanrepml.stages.probe import run_probe_stage
+    from urbanrepml.stages.fuse import FuseParams, run_fuse_stage
     from urbanrepml.tracking import stage_run, tag
-    from urbanrepml.tracking.promotion import run_promote_stage
+    from urbanrepml.stages.promote import run_promote_stage
     from urbanrepml.tracking.registry import registered_model_name
 
     spec = load_study_area(study_area)
