@@ -1,20 +1,8 @@
-"""Entry point `promote`: probe versions lacking a probe record, move `champion` only for a measurable gain."""
+"""Entry point `promote`: move the champion alias to the version with the best probe evidence."""
 
-from urbanrepml.stages.cli import ArgumentParser
-from urbanrepml.errors import cli_main
+from urbanrepml.stages.cli import main_for
 
-
-@cli_main
-def main(argv=None):
-    parser = ArgumentParser(__doc__)
-    parser.add_argument("--metric", default="mean_r2", help="probe metric deciding promotion (e.g. mean_r2, r2_log1p_jobs)")
-    parser.add_argument("--min_gain", type=float, default=0.0, help="required margin over the champion and both baselines")
-    args = parser.parse_args(argv)
-
-    from urbanrepml.stages.promote import run_promote_stage
-
-    run_promote_stage(args.study_area, args.metric, args.min_gain)
-
+main = main_for("promote")
 
 if __name__ == "__main__":
     main()

@@ -58,7 +58,7 @@ def test_fuse_fails_on_a_corrupt_source_and_registers_nothing(tracking, tmp_path
 
     from tests.helpers import REPO
     from urbanrepml.errors import UrbanReprError
-    from urbanrepml.stages.fuse import FuseParams, run_fuse_stage
+    from urbanrepml.stages.fuse import Params as FuseParams, run_fuse_stage
 
     pbf = (REPO / "data/demo/amsterdam/amsterdam_centre.osm.pbf").read_bytes()
     (tmp_path / "cut.osm.pbf").write_bytes(pbf[: len(pbf) // 2])

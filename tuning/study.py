@@ -190,8 +190,12 @@ def _is_area_path(study_area: str) -> bool:
 def run_tuning(study_area: str, objective, *, n_trials: int, timeout: float = 0, study_name: str | None = None,
                storage: str | None = None, pruner: str = "median", sampler: str = "tpe", seed: int = 0,
                n_workers: int = 1, heartbeat_interval: int = 10, grace_period: int | None = None,
-               max_resource: int = 20, register: bool = True) -> TuneResult:
-    """Run (or continue) a study until ``n_trials`` more trials have finished, as one parent MLflow run."""
+               max_resource: int = 20, register: bool = True, prepare=None) -> TuneResult:
+    """Run (or continue) a study until ``n_trials`` more trials have finished, as one parent MLflow run.
+
+    ``prepare()``, when given, runs inside the parent run before the objective loads its data (the
+    ``tune`` stage builds missing modality tables there, as nested runs).
+    """
     import mlflow
 
     from urbanrepml.tracking import stage_run, tag
@@ -223,6 +227,8 @@ def run_tuning(study_area: str, objective, *, n_trials: int, timeout: float = 0,
         study, url = open_study(url, study_name, objective, sampler=sampler, pruner=pruner, seed=seed,
                                 heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                                 max_resource=max_resource)
+        if prepare is not None:
+            prepare()
         if hasattr(objective, "setup"):
             objective.setup()
         check_data(study, objective, study_name, url)

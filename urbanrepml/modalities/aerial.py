@@ -27,17 +27,19 @@ embedding is the flattened output.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from urbanrepml.areas import Area
-from urbanrepml.constants import REGION_ID
 from urbanrepml.config import StudyArea
+from urbanrepml.constants import REGION_ID
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.modalities.base import Modality, ModalityResult
 from urbanrepml.models.cnn import builtin_cnn
+from urbanrepml.params import param
 from urbanrepml.paths import cache_dir
 from urbanrepml.sources.tiles import (
     MIN_VALID_FRACTION,
@@ -141,6 +143,14 @@ class AerialModality(Modality):
     """Per-cell image tiles -> encoder embedding (``aerial_0..``)."""
 
     name = "aerial"
+
+    @dataclass
+    class Params:
+        """The ``aerial`` entry point's own settings."""
+
+        imagery: str | None = param(None, "orthophoto GeoTIFF or folder of <region_id>.png tiles")
+        weights: str | None = param(None, "torch file or Hugging Face folder; empty = built-in random CNN")
+        tile_px: int = param(64, "tile side in pixels")
 
     def __init__(self, imagery: str | None = None, weights: str | None = None, tile_px: int = 64):
         if not 8 <= int(tile_px) <= 1024:

@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +39,9 @@ from urbanrepml.areas.boundary import read_boundary
 from urbanrepml.config import StudyArea
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.modalities.base import Modality, ModalityResult
-from urbanrepml.sources.rasterstats import raster_cell_stats
+from urbanrepml.params import param
 from urbanrepml.paths import cache_dir
+from urbanrepml.sources.rasterstats import raster_cell_stats
 
 COLLECTION = "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
 BANDS = [f"A{i:02d}" for i in range(64)]
@@ -169,6 +171,14 @@ class AlphaEarthModality(Modality):
     """Mean dequantised AlphaEarth embedding (A00..A63) per cell."""
 
     name = "alphaearth"
+
+    @dataclass
+    class Params:
+        """The ``alphaearth`` entry point's own settings."""
+
+        year: int = param(2024, "year of the annual embedding")
+        source: str = param("local", "local GeoTIFF/COG files or Earth Engine", choices=SOURCES)
+        path: str | None = param(None, "GeoTIFF/COG file or folder of tiles (source=local)")
 
     def __init__(self, year: int = 2024, source: str = "local", path: str | None = None):
         if source not in SOURCES:

@@ -39,10 +39,11 @@ import numpy as np
 import pandas as pd
 
 from urbanrepml.areas import Area, h3ops
-from urbanrepml.constants import REGION_ID
 from urbanrepml.config import StudyArea
+from urbanrepml.constants import REGION_ID
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.modalities.base import Modality, ModalityResult
+from urbanrepml.params import param
 from urbanrepml.sources.osm import EARTH_RADIUS_M, haversine_m
 
 EARTH_RADIUS_KM = EARTH_RADIUS_M / 1000  # 6371.0088, the haversine of osm.haversine_m
@@ -324,6 +325,14 @@ class GTFSModality(Modality):
     """Stops, departures on one service day, and a distance-decayed accessibility potential per cell."""
 
     name = "gtfs"
+
+    @dataclass
+    class Params:
+        """The ``gtfs`` entry point's own settings."""
+
+        service_date: str = param("auto", "YYYY-MM-DD, or auto = the weekday with most departures")
+        decay_km: float = param(1.0, "distance decay of the accessibility potential")
+        max_km: float = param(3.0, "stops farther than this from a cell do not count")
 
     def __init__(self, service_date: str = "auto", decay_km: float = 1.0, max_km: float = 3.0):
         if not float(decay_km) > 0:

@@ -18,6 +18,7 @@ for the cells that have at least one POI.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +26,16 @@ import pandas as pd
 import shapely
 
 from urbanrepml.areas import Area, h3ops
-from urbanrepml.constants import REGION_ID
 from urbanrepml.config import StudyArea
+from urbanrepml.constants import REGION_ID
 from urbanrepml.errors import UrbanReprError
-from urbanrepml.modalities.base import Modality, ModalityResult, osm_source, quiet_lightning
+from urbanrepml.modalities.base import (
+    Modality,
+    ModalityResult,
+    osm_source,
+    quiet_lightning,
+)
+from urbanrepml.params import param
 from urbanrepml.sources.osm import OsmFeatures, TagFilter, read_tagged_features
 
 EMBEDDERS = ("counts", "hex2vec")
@@ -116,6 +123,13 @@ class PoiModality(Modality):
     """OSM POIs (points + polygons matching the Hex2Vec tag filter) -> per-cell sub-category counts or Hex2Vec."""
 
     name = "poi"
+
+    @dataclass
+    class Params:
+        """The ``poi`` entry point's own settings."""
+
+        embedder: str = param("counts", "counts (default) or hex2vec", choices=EMBEDDERS)
+        embedding_size: int = param(32, "hex2vec output dimensions")
 
     def __init__(self, embedder: str = "counts", embedding_size: int = 32, epochs: int = 5):
         if embedder not in EMBEDDERS:

@@ -11,6 +11,7 @@ another CRS than EPSG:4326 have their pixel centres reprojected (no warping).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +20,7 @@ from urbanrepml.areas import Area
 from urbanrepml.config import StudyArea
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.modalities.base import Modality, ModalityResult
+from urbanrepml.params import param
 from urbanrepml.sources.rasterstats import raster_cell_stats
 
 RESERVED = ("alphaearth",)  # rasters with their own modality; "all" leaves them out
@@ -46,6 +48,13 @@ class RasterModality(Modality):
     """Per-cell mean, std and pixel count of every band of the chosen rasters."""
 
     name = "raster"
+
+    @dataclass
+    class Params:
+        """The ``raster`` entry point's own settings."""
+
+        rasters: str = param("all", "'all' or comma-separated names from [sources.rasters]")
+        min_pixels: int = param(1, "drop cells with fewer valid pixels")
 
     def __init__(self, rasters: str = "all", min_pixels: int = 1):
         if int(min_pixels) < 1:

@@ -29,6 +29,7 @@ embeddings per cell (segment -> every cell its pieces fall in).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import h3
@@ -36,10 +37,16 @@ import numpy as np
 import pandas as pd
 
 from urbanrepml.areas import Area, h3ops
-from urbanrepml.constants import REGION_ID
 from urbanrepml.config import StudyArea
+from urbanrepml.constants import REGION_ID
 from urbanrepml.errors import UrbanReprError
-from urbanrepml.modalities.base import Modality, ModalityResult, osm_source, quiet_lightning
+from urbanrepml.modalities.base import (
+    Modality,
+    ModalityResult,
+    osm_source,
+    quiet_lightning,
+)
+from urbanrepml.params import param
 from urbanrepml.sources.osm import OsmWays, haversine_m, read_highways
 
 ROAD_CLASSES = (
@@ -193,6 +200,13 @@ class RoadsModality(Modality):
     """OSM highway network -> per-cell class lengths, intersections, dead ends, connectivity (or Highway2Vec)."""
 
     name = "roads"
+
+    @dataclass
+    class Params:
+        """The ``roads`` entry point's own settings."""
+
+        embedder: str = param("stats", "stats (default) or highway2vec", choices=EMBEDDERS)
+        embedding_size: int = param(32, "highway2vec output dimensions")
 
     def __init__(self, embedder: str = "stats", embedding_size: int = 32, epochs: int = 5, step_m: float | None = None):
         if embedder not in EMBEDDERS:

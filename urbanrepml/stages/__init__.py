@@ -1,0 +1,44 @@
+"""Stages: one module per entry point, the only place that joins the library with tracking.
+
+Each stage module defines ``STAGES``, a mapping of entry-point name to :class:`~urbanrepml.stages.base.Stage`
+(a ``Params`` dataclass built with :func:`urbanrepml.params.param`, and ``run(params)``). The six
+modality entry points share :mod:`urbanrepml.stages.modality`, whose parameters are each
+modality's own ``Params`` plus ``study_area`` and ``resolution``.
+
+``entrypoints/<name>.py``, ``python -m urbanrepml <name>`` and MLproject are built from the same
+``Params``; :func:`get_stage` finds a stage by name without importing the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from urbanrepml.errors import UrbanReprError
+from urbanrepml.stages.base import Stage
+
+# entry point -> module that defines it (imported on demand: the CLI starts fast)
+ENTRY_POINTS: dict[str, str] = {
+    "area": "urbanrepml.stages.area",
+    "poi": "urbanrepml.stages.modality",
+    "roads": "urbanrepml.stages.modality",
+    "gtfs": "urbanrepml.stages.modality",
+    "raster": "urbanrepml.stages.modality",
+    "alphaearth": "urbanrepml.stages.modality",
+    "aerial": "urbanrepml.stages.modality",
+    "fuse": "urbanrepml.stages.fuse",
+    "probe": "urbanrepml.stages.probe",
+    "cluster": "urbanrepml.stages.cluster",
+    "tune": "urbanrepml.stages.tune",
+    "promote": "urbanrepml.stages.promote",
+    "pipeline": "urbanrepml.stages.pipeline",
+}
+
+
+def get_stage(name: str) -> Stage:
+    """The stage behind entry point ``name`` (one clear error for an unknown name)."""
+    if name not in ENTRY_POINTS:
+        raise UrbanReprError(f"unknown stage {name!r}; choose one of {', '.join(ENTRY_POINTS)}")
+    return importlib.import_module(ENTRY_POINTS[name]).STAGES[name]
+
+
+__all__ = ["ENTRY_POINTS", "Stage", "get_stage"]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from urbanrepml.areas.area import Area, build_area
-from urbanrepml.config import load_study_area
+from urbanrepml.config import DEFAULT_STUDY_AREA, load_study_area
 from urbanrepml.analysis.maps import cells_map
+from urbanrepml.params import param
+from urbanrepml.stages.base import Stage
 from urbanrepml.tracking import log_figure, log_frame_input, log_source_files, stage_run
 
 
@@ -51,3 +54,20 @@ def run_area_stage(study_area: str, resolutions: str = "7,8,9,10", max_cells: in
         print(f"area {spec.name}: " + "; ".join(f"res {r}: {c['cells']:,} cells, {c['edges']:,} edges" for r, c in area.counts.items()))
         print(f"run {run.info.run_id}")
     return area
+
+
+@dataclass
+class Params:
+    """Parameters of the ``area`` entry point."""
+
+    study_area: str = param(DEFAULT_STUDY_AREA, "bundled area name or path to a study-area TOML")
+    resolutions: str = param("7,8,9,10", "comma-separated H3 resolutions")
+    max_cells: int = param(0, "refuse areas estimated above this many cells (0: URBANREPML_MAX_CELLS or 5,000,000)")
+
+
+def run(p: Params) -> Area:
+    """Build the area and log it (see :func:`run_area_stage`)."""
+    return run_area_stage(p.study_area, p.resolutions, p.max_cells or None)
+
+
+STAGES = {"area": Stage("area", "boundary -> H3 cells per resolution, parent maps, 1-ring graphs (cached), logged", Params, run)}

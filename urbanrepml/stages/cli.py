@@ -1,54 +1,58 @@
-"""Argument helpers shared by the thin scripts in ``entrypoints/``.
+"""Command lines built from each stage's ``Params``: ``entrypoints/<name>.py`` and ``python -m urbanrepml``.
 
-MLflow Project parameters arrive as strings; numeric ones may come as ``"9.0"``.
+Usage errors, bad values and every :class:`~urbanrepml.errors.UrbanReprError` end in one line
+``error: ...`` on stderr and exit status 2 (see :func:`urbanrepml.errors.cli_main`).
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
+from typing import Callable, Sequence
 
-from urbanrepml.config import DEFAULT_STUDY_AREA
-from urbanrepml.errors import UrbanReprError
+from urbanrepml.errors import UrbanReprError, cli_main
+from urbanrepml.params import parse
+from urbanrepml.stages import ENTRY_POINTS, get_stage
 
-
-def integer(value: str) -> int:
-    """``"9"`` or ``"9.0"`` -> 9; anything else is a clear error."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
-    if not number.is_integer():
-        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}")
-    return int(number)
+# Commands of `python -m urbanrepml` that are not stages: name -> "module:function(argv)".
+TOOLS: dict[str, str] = {}
 
 
-def boolean(value: str) -> bool:
-    lowered = str(value).strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
+def run_stage(name: str, argv: Sequence[str] | None = None):
+    """Parse ``argv`` with stage ``name``'s parameters and run it; returns what the stage returns."""
+    stage = get_stage(name)
+    params = parse(stage.params_cls, argv, prog=name, description=stage.description)
+    return stage.run(params)
 
 
-def optional(value: str) -> str | None:
-    """Empty string (MLflow's way of saying 'not given') -> None."""
-    return value or None
+def main_for(name: str) -> Callable[[Sequence[str] | None], object]:
+    """The ``main(argv=None)`` of ``entrypoints/<name>.py``."""
+
+    @cli_main
+    def main(argv: Sequence[str] | None = None):
+        return run_stage(name, argv)
+
+    main.__name__ = f"main_{name}"
+    return main
 
 
-def int_list(value: str) -> list[int]:
-    try:
-        return [integer(v) for v in str(value).split(",") if v.strip()]
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {value!r}") from None
+def _usage() -> str:
+    names = ", ".join([*ENTRY_POINTS, *TOOLS])
+    return f"usage: python -m urbanrepml <command> [--help] [--<parameter> <value> ...]; commands: {names}"
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with ``--study_area`` built in; usage errors exit 2 with one line, like every other error."""
+@cli_main
+def main(argv: Sequence[str] | None = None):
+    """``python -m urbanrepml <stage or tool> ...``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return None
+    name, rest = args[0], args[1:]
+    if name in TOOLS:
+        import importlib
 
-    def __init__(self, description: str, **kwargs):
-        super().__init__(description=description, **kwargs)
-        self.add_argument("--study_area", default=DEFAULT_STUDY_AREA, help="bundled area name or path to a study-area TOML")
-
-    def error(self, message):  # noqa: D401 - argparse API
-        raise UrbanReprError(f"{self.prog}: {message}")
+        module, func = TOOLS[name].split(":")
+        return getattr(importlib.import_module(module), func)(rest)
+    if name not in ENTRY_POINTS:
+        raise UrbanReprError(f"unknown command {name!r}; " + _usage().split("; ", 1)[1])
+    return run_stage(name, rest)

@@ -24,38 +24,43 @@ from dataclasses import dataclass
 
 
 from urbanrepml.areas import build_area, parse_resolutions
-from urbanrepml.config import load_study_area
+from urbanrepml.config import DEFAULT_STUDY_AREA, load_study_area
 from urbanrepml.constants import FUSED
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.tasks.fusion.train import LEARNED_MODELS, TrainConfig
+from urbanrepml.params import param, same_value
 from urbanrepml.paths import cache_dir
+from urbanrepml.stages.base import Stage
+from urbanrepml.tasks.fusion.baselines import WEIGHTINGS
 
 MODELS = ("concat", "ring", *LEARNED_MODELS)
 
 
 @dataclass
-class FuseParams:
-    study_area: str = "porto_alegre"
-    model: str = "full_unet"
-    resolution: int = 9
-    resolutions: str = "7,8,9"
-    hidden_dims: str = "64,128,256"
-    convs_per_level: int = 2
-    dropout: float = 0.1
-    lr: float = 3e-3
-    epochs: int = 60
-    consistency_weight: float = 0.5
-    cone_root_resolution: int = 6
-    cone_batch: int = 8
-    ring_k: int = 2
-    ring_weighting: str = "exponential"
-    checkpoint_every: int = 10
-    resume_run_id: str | None = None
-    seed: int = 0
-    register: bool = True
-    tables: str | None = None
-    patience: int = 20
-    val_fraction: float = 0.15
+class Params:
+    """Parameters of the ``fuse`` entry point."""
+
+    study_area: str = param(DEFAULT_STUDY_AREA, "bundled area name or path to a study-area TOML")
+    model: str = param("full_unet", "fusion model", choices=MODELS)
+    resolution: int = param(9, "H3 resolution of the modality tables and the fused table (the finest)")
+    resolutions: str = param("7,8,9", "resolutions of the U-Net, finest = resolution")
+    hidden_dims: str = param("64,128,256", "U-Net width per level, finest first")
+    convs_per_level: int = param(2, "GCN layers per level and direction")
+    dropout: float = param(0.1, "dropout rate")
+    lr: float = param(3e-3, "peak learning rate (AdamW, warmup + cosine)")
+    epochs: int = param(60, "maximum epochs")
+    consistency_weight: float = param(0.5, "weight of the cross-resolution consistency loss")
+    cone_root_resolution: int = param(6, "cone_unet: resolution of the cone roots")
+    cone_batch: int = param(8, "cone_unet: cones per batch")
+    ring_k: int = param(2, "ring baseline: rings aggregated")
+    ring_weighting: str = param("exponential", "ring baseline: weight per ring", choices=WEIGHTINGS)
+    checkpoint_every: int = param(10, "epochs between checkpoints (the best one is kept too)")
+    resume_run_id: str | None = param(None, "resume this killed fuse run from its last checkpoint")
+    seed: int = param(0, "training seed")
+    register: bool = param(True, "register the fused embeddings as a model version (alias candidate)")
+    tables: str | None = param(None, "modality tables: poi=a.parquet,roads=b.parquet (default: newest in the store)")
+    patience: int = param(20, "early stopping: epochs without validation improvement (0: off)")
+    val_fraction: float = param(0.15, "share of res-7 blocks held out for validation")
 
     def train_config(self) -> TrainConfig:
         res = parse_resolutions(self.resolutions)
@@ -126,17 +131,7 @@ def _init_distributed(device_type: str) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def _same(a: str, b: str) -> bool:
-    """Parameter strings equal up to formatting ("9" == "9.0", "true" == "True")."""
-    if str(a).strip().lower() == str(b).strip().lower():
-        return True
-    try:
-        return float(a) == float(b)
-    except ValueError:
-        return False
-
-
-def run_fuse_stage(p: FuseParams):
+def run_fuse_stage(p: Params):
     """Run the whole stage (see the module docstring); returns the fused table on rank 0, None elsewhere."""
     import torch
 
@@ -159,7 +154,7 @@ def run_fuse_stage(p: FuseParams):
     return None
 
 
-def _load_inputs(p: FuseParams, spec, area):
+def _load_inputs(p: Params, spec, area):
     """The fusion inputs; a resumed run gets exactly the tables it started with (checked by digest)."""
     from urbanrepml.tasks.fusion.inputs import load_fusion_inputs, parse_tables_param
     from urbanrepml.tracking.checkpoints import check_resume_inputs, resume_tables
@@ -184,7 +179,7 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
-def _worker(p: FuseParams, spec, cfg: TrainConfig) -> None:
+def _worker(p: Params, spec, cfg: TrainConfig) -> None:
     """A torchrun rank > 0: wait for rank 0's preparation, load the same inputs, train its share of cones."""
     from urbanrepml.tasks.fusion.train import train
     from urbanrepml.tracking import configure_tracking
@@ -199,7 +194,7 @@ def _worker(p: FuseParams, spec, cfg: TrainConfig) -> None:
     _barrier(2)
 
 
-def _rank0(p: FuseParams, spec, cfg: TrainConfig | None, world: int):
+def _rank0(p: Params, spec, cfg: TrainConfig | None, world: int):
     import mlflow
 
     from urbanrepml.tasks.fusion.baselines import baseline_tables
@@ -222,7 +217,7 @@ def _rank0(p: FuseParams, spec, cfg: TrainConfig | None, world: int):
         state = load_latest_checkpoint(p.resume_run_id)
         logged = mlflow.get_run(p.resume_run_id).data.params
         mine = {k: str(v) for k, v in p.logged().items()}
-        differ = [k for k, v in mine.items() if k in logged and not _same(logged[k], v) and k != "register"]
+        differ = [k for k, v in mine.items() if k in logged and not same_value(logged[k], v) and k != "register"]
         if differ:
             raise UrbanReprError(f"resume_run_id {p.resume_run_id}: parameters differ from the original run "
                                  f"({', '.join(f'{k}: {logged[k]} -> {mine[k]}' for k in differ[:4])}); resume with the same ones")
@@ -275,3 +270,7 @@ def _rank0(p: FuseParams, spec, cfg: TrainConfig | None, world: int):
         mlflow.MlflowClient().set_tag(run_id, tag("registered_version"), str(version.version))
         print(f"fuse: registered urbanrepml-{spec.name} version {version.version} with alias candidate")
     return table
+
+
+STAGES = {"fuse": Stage("fuse", "modality tables -> fused embeddings (concat, ring, full_unet, cone_unet), tracked and registered",
+                        Params, run_fuse_stage)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -9,9 +10,12 @@ import numpy as np
 import pandas as pd
 
 from urbanrepml.areas import build_area
-from urbanrepml.config import load_study_area
+from urbanrepml.config import DEFAULT_STUDY_AREA, load_study_area
 from urbanrepml.errors import UrbanReprError
+from urbanrepml.modalities import MODALITIES
 from urbanrepml.modalities.base import Modality
+from urbanrepml.params import param
+from urbanrepml.stages.base import Stage
 from urbanrepml.paths import data_dir
 from urbanrepml.analysis.maps import cells_map
 from urbanrepml.tables import EmbeddingTable, TableMeta, publish_on_success, to_embedding_frame
@@ -83,3 +87,24 @@ def run_modality_stage(modality: Modality, study_area: str, resolution: int, *, 
             for line in result.notes:
                 print(line)
     return table
+
+
+def _stage_for(name: str, cls: type[Modality]) -> Stage:
+    """A stage whose parameters are ``study_area``, ``resolution`` and the modality's own ``Params``."""
+    own = [(f.name, f.type, dataclasses.field(default=f.default, metadata=f.metadata)) for f in dataclasses.fields(cls.Params)]
+    params_cls = dataclasses.make_dataclass(
+        f"{cls.__name__}StageParams",
+        [("study_area", str, param(DEFAULT_STUDY_AREA, "bundled area name or path to a study-area TOML")),
+         ("resolution", int, param(9, "H3 resolution of the table")), *own],
+        namespace={"__module__": __name__},
+    )
+
+    def run(p) -> EmbeddingTable:
+        settings = {f.name: getattr(p, f.name) for f in dataclasses.fields(cls.Params)}
+        return run_modality_stage(cls(**settings), p.study_area, p.resolution)
+
+    description = (cls.__doc__ or name).strip().splitlines()[0].rstrip(".")
+    return Stage(name, description, params_cls, run)
+
+
+STAGES = {name: _stage_for(name, cls) for name, cls in MODALITIES.items()}

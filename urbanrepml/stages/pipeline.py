@@ -20,12 +20,16 @@ logged as ``summary/pipeline_summary.md`` and ``.csv`` and printed.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from urbanrepml.config import load_study_area
+from urbanrepml.config import DEFAULT_STUDY_AREA, load_study_area
 from urbanrepml.errors import UrbanReprError
+from urbanrepml.params import param
+from urbanrepml.stages.base import Stage
+from urbanrepml.stages.fuse import MODELS
 
 
 def _modality_step(study_area: str, spec, resolution: int) -> list[dict]:
@@ -101,7 +105,7 @@ def run_pipeline(study_area: str, *, model: str = "full_unet", epochs: int = 60,
     from mlflow.tracking import MlflowClient
 
     from urbanrepml.stages.probe import run_probe_stage
-    from urbanrepml.stages.fuse import FuseParams, run_fuse_stage
+    from urbanrepml.stages.fuse import Params as FuseParams, run_fuse_stage
     from urbanrepml.tracking import stage_run, tag
     from urbanrepml.stages.promote import run_promote_stage
     from urbanrepml.tracking.registry import registered_model_name
@@ -160,3 +164,21 @@ def run_pipeline(study_area: str, *, model: str = "full_unet", epochs: int = 60,
                          "mlflow.note.content": md})
         print(md, flush=True)
         return {"run_id": run.info.run_id, "modalities": modalities, "fuse": fuse, "probe": probe_summary, "promote": promote}
+
+
+@dataclass
+class Params:
+    """Parameters of the ``pipeline`` entry point."""
+
+    study_area: str = param(DEFAULT_STUDY_AREA, "bundled area name or path to a study-area TOML")
+    model: str = param("full_unet", "fusion model", choices=MODELS)
+    epochs: int = param(60, "maximum fusion epochs")
+    seed: int = param(0, "training and fold seed")
+
+
+def run(p: Params) -> dict:
+    """Run the chain (see :func:`run_pipeline`)."""
+    return run_pipeline(p.study_area, model=p.model, epochs=p.epochs, seed=p.seed)
+
+
+STAGES = {"pipeline": Stage("pipeline", "modalities -> fuse -> probe -> promote, as nested runs of one parent", Params, run)}

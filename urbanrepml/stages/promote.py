@@ -27,13 +27,16 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from urbanrepml.config import load_study_area
+from urbanrepml.config import DEFAULT_STUDY_AREA, load_study_area
 from urbanrepml.errors import UrbanReprError
+from urbanrepml.params import param
+from urbanrepml.stages.base import Stage
 from urbanrepml.stages.probe import run_probe_stage
 from urbanrepml.tracking.promotion import PROMOTE_PREFIX, Decision, Evidence, decide, evidence_of, has_probe_record
 from urbanrepml.tracking.registry import CHAMPION, get_version_by_alias, registered_model_name, set_alias
@@ -114,3 +117,20 @@ def run_promote_stage(study_area: str, metric: str = "mean_r2", min_gain: float 
         now = get_version_by_alias(name, CHAMPION, client)
         print(f"promote: models:/{name}@{CHAMPION} -> " + (f"version {now.version}" if now else "not set"), flush=True)
     return decision
+
+
+@dataclass
+class Params:
+    """Parameters of the ``promote`` entry point."""
+
+    study_area: str = param(DEFAULT_STUDY_AREA, "bundled area name or path to a study-area TOML")
+    metric: str = param("mean_r2", "probe metric deciding promotion (e.g. mean_r2, r2_log1p_jobs)")
+    min_gain: float = param(0.0, "required margin over the champion and both baselines")
+
+
+def run(p: Params) -> Decision:
+    """Promote (see :func:`run_promote_stage`)."""
+    return run_promote_stage(p.study_area, p.metric, p.min_gain)
+
+
+STAGES = {"promote": Stage("promote", "move the champion alias to the version with the best probe evidence", Params, run)}
