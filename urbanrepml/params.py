@@ -68,14 +68,11 @@ def to_integer(name: str, value: Any) -> int:
 
 
 def to_float(name: str, value: Any) -> float:
-    """A finite number, or one clear error naming ``name``."""
+    """A number (ranges, finiteness included, are the stage's to check), or one clear error naming ``name``."""
     try:
-        number = float(value)
+        return float(value)
     except (TypeError, ValueError):
         raise UrbanReprError(f"parameter {name}: expected a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise UrbanReprError(f"parameter {name}: expected a finite number, got {value!r}")
-    return number
 
 
 def to_boolean(name: str, value: Any) -> bool:
