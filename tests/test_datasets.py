@@ -10,13 +10,24 @@ import sys
 import threading
 from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from tests.conftest import SHARED_DATA
 from tests.helpers import REPO, clean_env
 from urbanrepml.config import load_study_area
-from urbanrepml.datasets import DATASETS, DataFile, Dataset, fetch, fetch_file, get_dataset, list_datasets, register, status
+from urbanrepml.datasets import (
+    DATASETS,
+    DataFile,
+    Dataset,
+    fetch,
+    fetch_file,
+    get_dataset,
+    list_datasets,
+    register,
+    status,
+)
 from urbanrepml.datasets.cli import main as datasets_main
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.paths import datasets_cache_dir
@@ -25,9 +36,9 @@ FILES = {"a.txt": b"alpha\n" * 1000, "sub/b.bin": bytes(range(256)) * 40}
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    requests: list[str] = []
+    requests: ClassVar[list[str]] = []
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):
         type(self).requests.append(self.path)
         super().do_GET()
 
@@ -237,12 +248,14 @@ def test_cli_as_a_process(tmp_path):
     env = clean_env(URBANREPML_DATA_DIR=str(tmp_path / "data"))
     env.pop("URBANREPML_DATA_MIRROR", None)
     cmd = [sys.executable, "-m", "urbanrepml.datasets.cli"]
-    done = subprocess.run([*cmd, "fetch", "amsterdam"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    done = subprocess.run([*cmd, "fetch", "amsterdam"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+                          check=False)
     assert done.returncode == 2 and done.stdout == ""
     err = _error_lines(done.stderr)
     assert len(err) == 1 and "amsterdam_centre.osm.pbf" in err[0] and "no public download" in err[0]
     assert "set URBANREPML_DATA_MIRROR" in err[0]
-    done = subprocess.run([*cmd, "fetch", "helsinki"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    done = subprocess.run([*cmd, "fetch", "helsinki"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+                          check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(tmp_path / "data" / "datasets" / "helsinki")
 

@@ -25,9 +25,10 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from urbanrepml.datasets.base import PACKAGE_SCHEME, DataFile, Dataset
 from urbanrepml.datasets.registry import get_dataset
