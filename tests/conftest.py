@@ -14,6 +14,22 @@ from tests.pgutil import pg_database  # noqa: F401 - fixture: a throwaway Postgr
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 SHARED_DATA = REPO.parent / "shared" / "data"
 TEST_DATA = Path(__file__).resolve().parent / "data"
+_MIRROR_WAS_SET = "URBANREPML_DATA_MIRROR" in os.environ
+
+
+def pytest_configure(config):
+    """Registered datasets come from the sibling mirror ``../shared/data`` when it exists and no mirror is set.
+
+    A hook, not a fixture, because test modules fetch at import (collection runs before any fixture);
+    child processes inherit it. Without a mirror, datasets are fetched normally (cache, then download).
+    """
+    if not _MIRROR_WAS_SET and SHARED_DATA.is_dir():
+        os.environ["URBANREPML_DATA_MIRROR"] = str(SHARED_DATA)
+
+
+def pytest_unconfigure(config):
+    if not _MIRROR_WAS_SET:
+        os.environ.pop("URBANREPML_DATA_MIRROR", None)
 
 
 @pytest.fixture(autouse=True)

@@ -8,13 +8,13 @@ import pytest
 
 from urbanrepml.analysis.folds import Folds, inner_groups, make_folds
 from urbanrepml.areas import h3ops
+from urbanrepml.datasets import fetch
 from urbanrepml.errors import UrbanReprError
-from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")
 def poa_ids():
-    ids = pd.read_csv(REPO / "data/demo/porto_alegre/poa_hexgrid.csv")["id"]
+    ids = pd.read_csv(fetch("porto_alegre") / "poa_hexgrid.csv")["id"]
     return pd.Index(ids.to_numpy(), name="region_id")
 
 

@@ -56,11 +56,11 @@ def test_fuse_entry_point_builds_modalities_trains_and_registers(tracking_server
 def test_fuse_fails_on_a_corrupt_source_and_registers_nothing(tracking, tmp_path):
     import pytest
 
-    from tests.helpers import REPO
+    from urbanrepml.datasets import fetch
     from urbanrepml.errors import UrbanReprError
     from urbanrepml.stages.fuse import Params as FuseParams, run_fuse_stage
 
-    pbf = (REPO / "data/demo/amsterdam/amsterdam_centre.osm.pbf").read_bytes()
+    pbf = (fetch("amsterdam") / "amsterdam_centre.osm.pbf").read_bytes()
     (tmp_path / "cut.osm.pbf").write_bytes(pbf[: len(pbf) // 2])
     toml = tmp_path / "cut.toml"
     toml.write_text('name = "cut"\nboundary = [4.8906, 52.3657, 4.9037, 52.3737]\n[sources]\nosm = "cut.osm.pbf"\n')

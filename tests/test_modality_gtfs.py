@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.helpers import REPO, error_lines, load_entry
+from tests.helpers import error_lines, load_entry
 from urbanrepml.areas import build_area
 from urbanrepml.config import load_study_area
+from urbanrepml.datasets import fetch
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.modalities.gtfs import EARTH_RADIUS_KM, GTFSModality, read_feed, stop_departures
 from urbanrepml.stages.modality import run_modality_stage, table_path
@@ -140,7 +141,7 @@ def test_auto_date_ignores_long_lived_service(tmp_path, data_dir):
 def test_bundled_feeds_auto_date():
     from urbanrepml.modalities.gtfs import choose_service_date
 
-    folder = REPO / "data/demo/porto_alegre"
+    folder = fetch("porto_alegre")
     date, total = choose_service_date([read_feed(folder / "poa_eptc.zip"), read_feed(folder / "poa_trensurb.zip")])
     assert str(date) == "2019-04-15" and total > 0
 
@@ -158,7 +159,7 @@ def test_bundled_feeds_end_to_end(tracking):
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"poa_eptc.zip", "poa_trensurb.zip"}
     assert run.data.params["resolved.service_date"] == "2019-04-15"
     # Trensurb has no calendar_dates/frequencies: its Monday departures are the stop_times rows of FULLW trips.
-    with zipfile.ZipFile(REPO / "data/demo/porto_alegre/poa_trensurb.zip") as zf:
+    with zipfile.ZipFile(fetch("porto_alegre") / "poa_trensurb.zip") as zf:
         trips = pd.read_csv(zf.open("trips.txt"), dtype=str)
         st = pd.read_csv(zf.open("stop_times.txt"), dtype=str)
     expected = st["trip_id"].isin(trips.loc[trips["service_id"] == "FULLW", "trip_id"]).sum()

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import REPO
 from urbanrepml.areas import build_area, h3ops
 from urbanrepml.config import load_study_area
+from urbanrepml.datasets import fetch
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.modalities import MODALITIES
 from urbanrepml.sources.osm import haversine_m, read_highways, read_tagged_features
@@ -21,7 +22,7 @@ from urbanrepml.modalities.poi import PoiModality, count_per_cell, default_filte
 from urbanrepml.modalities.roads import ROAD_CLASSES, RoadsModality, road_stats
 from urbanrepml.tables import read_table
 
-AMSTERDAM_PBF = REPO / "data" / "demo" / "amsterdam" / "amsterdam_centre.osm.pbf"
+AMSTERDAM_PBF = fetch("amsterdam") / "amsterdam_centre.osm.pbf"
 RES = 9
 LAT0, LON0 = 52.0, 5.0
 

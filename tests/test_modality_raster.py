@@ -9,9 +9,10 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from tests.helpers import REPO, error_lines, load_entry
+from tests.helpers import error_lines, load_entry
 from urbanrepml.areas import build_area
 from urbanrepml.config import load_study_area
+from urbanrepml.datasets import fetch
 from urbanrepml.modalities.raster import RasterModality
 from urbanrepml.stages.modality import run_modality_stage, table_path
 from urbanrepml.tables import read_table
@@ -155,7 +156,7 @@ def test_bundled_dem_end_to_end_matches_per_pixel_h3(tracking):
     assert run.info.status == "FINISHED" and run.data.params["raster.rasters"] == "all"
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["elevation"]
     # Independent check: every pixel through the h3 library, grouped with numpy.
-    with rasterio.open(REPO / "data/demo/porto_alegre/poa_elevation.tif") as src:
+    with rasterio.open(fetch("porto_alegre") / "poa_elevation.tif") as src:
         vals = src.read(1).astype(float)
         rows, cols = np.indices(vals.shape)
         xs, ys = rasterio.transform.xy(src.transform, rows.ravel(), cols.ravel())

@@ -20,11 +20,12 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import REPO
 from tests.helpers import clean_env
 from urbanrepml.areas import build_area, h3ops
+from urbanrepml.datasets import fetch
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.tables import EmbeddingTable, TableMeta, to_embedding_frame, write_table
 
 TARGETS = ["log1p_jobs", "schools"]
-HEXGRID = REPO / "data/demo/porto_alegre/poa_hexgrid.csv"
+HEXGRID = fetch("porto_alegre") / "poa_hexgrid.csv"
 
 
 def poa_area(tmp_path: Path, name: str, targets: str | None = None) -> str:

@@ -9,14 +9,14 @@ import pytest
 from urbanrepml.analysis.folds import make_folds
 from urbanrepml.analysis.metrics import poisson_deviance, r2, roc_auc
 from urbanrepml.analysis.probes import cross_validate, fit_on_training_rows, latlon_km
-from tests.conftest import REPO
+from urbanrepml.datasets import fetch
 
 SIGMA = 0.5  # y = Xw + N(0, σ²) with |w| = 1 and X ~ N(0, I): R² = 1 / (1 + σ²) = 0.8
 
 
 @pytest.fixture(scope="module")
 def synthetic():
-    ids = pd.Index(pd.read_csv(REPO / "data/demo/porto_alegre/poa_hexgrid.csv")["id"].to_numpy(), name="region_id").sort_values()
+    ids = pd.Index(pd.read_csv(fetch("porto_alegre") / "poa_hexgrid.csv")["id"].to_numpy(), name="region_id").sort_values()
     rng = np.random.default_rng(0)
     x = rng.normal(size=(len(ids), 8)) * np.array([1, 2, 0.5, 10, 1, 1, 3, 1])  # scales differ: standardisation matters
     w = rng.normal(size=8)

@@ -200,10 +200,10 @@ def test_pipeline_nested_runs_and_summary(tracking, tmp_path):
 
 def test_pipeline_fails_when_a_named_modality_source_fails(tracking, tmp_path):
     """A modality whose sources the area names but which fails to build fails the pipeline (no silent fusing without it)."""
-    from tests.helpers import REPO
+    from urbanrepml.datasets import fetch
     from urbanrepml.stages.pipeline import run_pipeline
 
-    pbf = (REPO / "data/demo/amsterdam/amsterdam_centre.osm.pbf").read_bytes()
+    pbf = (fetch("amsterdam") / "amsterdam_centre.osm.pbf").read_bytes()
     (tmp_path / "cut.osm.pbf").write_bytes(pbf[: len(pbf) // 2])
     toml = tmp_path / "pipecut.toml"
     toml.write_text('name = "pipecut"\nboundary = [4.8906, 52.3657, 4.9037, 52.3737]\n[sources]\nosm = "cut.osm.pbf"\n')

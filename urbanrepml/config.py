@@ -29,8 +29,15 @@ A study area file looks like::
     path = "buurten.parquet"
     columns = ["g_woz"]
 
-Relative paths resolve against the TOML file's folder. ``load_study_area`` takes
-either a bundled name (a folder under ``data/demo/``) or a path to such a file.
+Relative paths resolve against the TOML file's folder. A value ``"dataset:<name>/<file>"``
+names a file of a registered dataset (:mod:`urbanrepml.datasets`) instead: it resolves, when
+the file is loaded, to ``fetch_file(<name>, <file>)``, the same file as ``fetch(<name>) / <file>``
+(from the local mirror, the cache, or a download, checked by sha256); ``"dataset:<name>"``
+alone names the dataset's folder. The bundled study areas name all their data this way,
+for example ``osm = "dataset:porto_alegre/poa_osm.pbf"``.
+
+``load_study_area`` takes either a bundled name (a folder under ``data/demo/``) or a path
+to such a file.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from urbanrepml.paths import DEMO_DIR
 DEFAULT_STUDY_AREA = "porto_alegre"
 TRANSFORMS = ("log1p", "none")
 POINT_AGGREGATIONS = ("mean", "sum", "count")
+DATASET_PREFIX = "dataset:"
 
 BBox = tuple[float, float, float, float]
 
@@ -134,9 +142,26 @@ def _table(raw: dict, key: str, where: str, path: Path) -> dict:
     return value
 
 
+def _dataset_file(value: str, key: str, path: Path) -> Path:
+    """``dataset:<name>/<file>`` -> that file, verified and fetched if needed; ``dataset:<name>`` -> its folder."""
+    name, _, inner = value[len(DATASET_PREFIX):].partition("/")
+    if not name:
+        raise UrbanReprError(f"{path}: '{key}' = {value!r} names no dataset; write \"{DATASET_PREFIX}<name>/<file>\" "
+                             "(names: `python -m urbanrepml datasets list`)")
+    # The one place the contract layer reaches the registry, and only when a file names a dataset.
+    from urbanrepml.datasets import fetch, fetch_file
+
+    try:
+        return fetch_file(name, inner) if inner else fetch(name)
+    except UrbanReprError as exc:
+        raise UrbanReprError(f"{path}: '{key}' = {value!r}: {exc}") from None
+
+
 def _existing(value, key: str, path: Path) -> Path:
     if not isinstance(value, str) or not value:
         raise UrbanReprError(f"{path}: '{key}' must be a path string, got {value!r}")
+    if value.startswith(DATASET_PREFIX):
+        return _dataset_file(value, key, path)
     resolved = (path.parent / value).resolve()
     if not resolved.exists():
         raise UrbanReprError(f"{path}: '{key}' points to {resolved}, which does not exist")
