@@ -31,6 +31,7 @@ ENTRY_POINTS: dict[str, str] = {
     "tune": "urbanrepml.stages.tune",
     "promote": "urbanrepml.stages.promote",
     "pipeline": "urbanrepml.stages.pipeline",
+    "datasets": "urbanrepml.stages.datasets",
 }
 
 

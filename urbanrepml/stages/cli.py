@@ -14,7 +14,7 @@ from urbanrepml.params import parse
 from urbanrepml.stages import ENTRY_POINTS, get_stage
 
 # Commands of `python -m urbanrepml` that are not stages: name -> "module:function(argv)".
-TOOLS: dict[str, str] = {}
+TOOLS: dict[str, str] = {"datasets": "urbanrepml.datasets.cli:main"}
 
 
 def run_stage(name: str, argv: Sequence[str] | None = None):
@@ -36,7 +36,7 @@ def main_for(name: str) -> Callable[[Sequence[str] | None], object]:
 
 
 def _usage() -> str:
-    names = ", ".join([*ENTRY_POINTS, *TOOLS])
+    names = ", ".join(dict.fromkeys([*ENTRY_POINTS, *TOOLS]))
     return f"usage: python -m urbanrepml <command> [--help] [--<parameter> <value> ...]; commands: {names}"
 
 
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None):
         print(_usage())
         return None
     name, rest = args[0], args[1:]
-    if name in TOOLS:
+    if name in TOOLS and not (rest and rest[0].startswith("--")):  # `datasets list`; `datasets --command list` is the stage
         import importlib
 
         module, func = TOOLS[name].split(":")
