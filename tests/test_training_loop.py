@@ -38,12 +38,14 @@ class BrightnessTask:
         self.batch_size = batch_size
 
     def build_model(self, device):
+        self.train_x, self.train_y, self.val_x, self.val_y = (t.to(device) for t in (
+            self.train_x, self.train_y, self.val_x, self.val_y))
         return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                              nn.Dropout(0.2), nn.Linear(4, 2))
 
     def _batches(self, x, y, order):
         for i in range(0, len(order), self.batch_size):
-            idx = torch.from_numpy(order[i:i + self.batch_size])
+            idx = torch.from_numpy(order[i:i + self.batch_size]).to(x.device)
             yield x[idx], y[idx]
 
     def train_batches(self, epoch: int, shard: Shard):
@@ -149,7 +151,7 @@ def test_early_stopping_on_a_plateau_restores_the_best_weights():
     script = [0.2, 0.5, 0.7, 0.6, 0.7, 0.65, 0.9, 0.95, 0.99, 1.0]
     hooks = BufferingHooks()
     result = fit(ScriptedScore(script), LoopConfig(epochs=10, lr=0.05, patience=3, monitor="score", mode="max",
-                                                   checkpoint_every=1), hooks, progress=False)
+                                                   checkpoint_every=1, device="cpu"), hooks, progress=False)
     assert result.stopped_early and result.epochs_run == 6  # epochs 4, 5, 6 did not beat 0.7
     assert result.best_epoch == 3 and result.best_value == 0.7 and result.monitor == "score"
     assert sorted(hooks.checkpoints) == [1, 2, 3, 4, 5, 6]
@@ -159,12 +161,12 @@ def test_early_stopping_on_a_plateau_restores_the_best_weights():
     assert not _same_weights(result.output["weights"], at6["model"])
     assert at6["bad_epochs"] == 3 and at6["best_epoch"] == 3
     again = fit(ScriptedScore(script), LoopConfig(epochs=10, lr=0.05, patience=3, monitor="score", mode="max",
-                                                  checkpoint_every=1), resume_state=at6, progress=False)
+                                                  checkpoint_every=1, device="cpu"), resume_state=at6, progress=False)
     assert again.stopped_early and again.history == [] and _same_weights(again.output["weights"], at3["model"])
 
 
 def test_resume_from_a_mid_way_checkpoint_equals_an_uninterrupted_run():
-    cfg = LoopConfig(epochs=8, lr=0.05, checkpoint_every=3, seed=1)
+    cfg = LoopConfig(epochs=8, lr=0.05, checkpoint_every=3, seed=1, device="cpu")  # bit-identical: a CPU claim
     whole = BufferingHooks()
     full = fit(BrightnessTask(), cfg, whole, progress=False)
     torch.manual_seed(999)  # the resumed run must not depend on the RNGs it finds
@@ -178,8 +180,8 @@ def test_resume_from_a_mid_way_checkpoint_equals_an_uninterrupted_run():
     for epoch in (6, 8):
         assert _same_weights(rest.load(epoch)["model"], whole.load(epoch)["model"])
     with pytest.raises(UrbanReprError, match="other settings.*lr=0.05"):
-        fit(BrightnessTask(), LoopConfig(epochs=8, lr=0.01, checkpoint_every=3, seed=1), resume_state=whole.load(3),
-            progress=False)
+        other = LoopConfig(epochs=8, lr=0.01, checkpoint_every=3, seed=1, device="cpu")
+        fit(BrightnessTask(), other, resume_state=whole.load(3), progress=False)
 
 
 def test_bad_settings_and_tasks_are_one_clear_line():
@@ -205,7 +207,7 @@ def _ddp_rank(rank: int, world: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         task = BrightnessTask()
-        trainer = Trainer(task, LoopConfig(epochs=3, lr=0.05, checkpoint_every=10), progress=False)
+        trainer = Trainer(task, LoopConfig(epochs=3, lr=0.05, checkpoint_every=10, device="cpu"), progress=False)
         result = trainer.fit(BufferingHooks())
         torch.save({"weights": trainer.model.state_dict(), "output": result.output, "history": _no_time(result.history)},
                    f"{out}/rank{rank}.pt")
