@@ -163,7 +163,7 @@ def _run_ours(levels, x, epochs: int, device, dims, convs) -> list[float]:
     from urbanrepml.models.unet import FullAreaUNet, unet_losses
 
     if os.environ.get("URBANREPML_LOW_MEMORY"):
-        limit_heap_fragmentation()  # as urbanrepml.tasks.fusion.train.Trainer does with this variable
+        limit_heap_fragmentation()  # as urbanrepml.training.loop.Trainer does with this variable
     hier = levels.hierarchy().to(device)
     model = FullAreaUNet(x.shape[1], dims, convs, dropout=0.0).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
@@ -206,14 +206,14 @@ def _cone_run(levels, max_steps, device, root_res, batch, dims, convs):
     import torch
 
     from urbanrepml.tasks.fusion.cones import build_cones, iterate_batches
-    from urbanrepml.models.unet import ConeBatchingUNet, unet_losses
+    from urbanrepml.models.unet import FullAreaUNet, unet_losses
 
     if os.environ.get("URBANREPML_LOW_MEMORY"):
         from urbanrepml.training.memory import limit_heap_fragmentation
 
         limit_heap_fragmentation()
     cones = build_cones(levels, root_res, k=1)
-    model = ConeBatchingUNet(64, dims, convs, dropout=0.0).to(device)
+    model = FullAreaUNet(64, dims, convs, dropout=0.0).to(device)
     largest = 0
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     times = []

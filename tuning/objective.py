@@ -166,7 +166,7 @@ class FusionObjective:
         if cfg["model"] == "ring":
             values = ring_baseline(self.inputs.x, self.edge_index, self.inputs.n_cells, cfg["ring.k"], cfg["ring.weighting"])
             return values, {}
-        from urbanrepml.tasks.fusion.train import TrainConfig, Trainer
+        from urbanrepml.tasks.fusion.train import TrainConfig, train
         from urbanrepml.paths import cache_dir
 
         width = int(cfg["unet.width"])
@@ -180,7 +180,7 @@ class FusionObjective:
         mlflow.log_params({"train.hidden_dims": ",".join(map(str, tc.hidden_dims)), "train.resolutions": ",".join(map(str, tc.resolutions))})
         hooks = PruningHooks(trial)
         try:
-            result = Trainer(self.inputs.x, self.inputs.cells, tc, cache_dir=cache_dir() / "cones", progress=False).fit(hooks)
+            result = train(self.inputs.x, self.inputs.cells, tc, hooks=hooks, cache_dir=cache_dir() / "cones", progress=False)
         finally:
             hooks.log()
         return result.embedding, {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,

@@ -1,8 +1,10 @@
 """Multi-resolution graph U-Nets over the H3 hierarchy (tensors in, tensors out; no file or MLflow code).
 
-:class:`FullAreaUNet` runs on the whole area at once; :class:`ConeBatchingUNet`
-is the same network applied to a batch of cones (a disjoint union of cone
-subgraphs, see :mod:`urbanrepml.tasks.fusion.cones`), so memory is bounded by the batch.
+:class:`FullAreaUNet` runs on whatever hierarchy it is given: the whole area at
+once, or a batch of cones (a disjoint union of cone subgraphs, see
+:mod:`urbanrepml.tasks.fusion.cones`), so memory is bounded by the batch. Which
+one is a data choice of the fusion task (:mod:`urbanrepml.tasks.fusion.batching`),
+not a different network.
 
 Architecture, levels ``0..L-1`` finest to coarsest with widths ``hidden_dims``::
 
@@ -88,14 +90,6 @@ class FullAreaUNet(nn.Module):
         decoded.reverse()
         embeddings = [head(d) for head, d in zip(self.out, decoded)]
         return UNetOutput(embeddings, self.recon(embeddings[0]))
-
-
-class ConeBatchingUNet(FullAreaUNet):
-    """:class:`FullAreaUNet` run on batches of cones instead of the whole area.
-
-    Same parameters and forward; the hierarchy given is the disjoint union of the
-    cones in a batch (:func:`urbanrepml.tasks.fusion.cones.batch_hierarchy`).
-    """
 
 
 @dataclass

@@ -1,12 +1,15 @@
-"""MLflow side of fusion training: batched epoch metrics, checkpoints as artifacts, resuming a run.
+"""MLflow side of the training loop: batched epoch metrics, checkpoints as artifacts, resuming a run.
 
-- :class:`MlflowTrainHooks` buffers per-epoch metrics and writes them with one
-  ``log_batch`` call per flush (every ``flush_seconds`` and at every checkpoint),
-  each value with ``step = epoch``. Steps the run already holds (a resumed run
-  redoing epochs after its last checkpoint) are skipped, so no step is logged twice.
-- Checkpoints are ``checkpoints/epoch_<NNNN>.pt`` (full training state) and
-  ``checkpoints/best.pt`` (best-validation weights), saved with ``torch.save``
-  and read back with ``torch.load(weights_only=True)``.
+- :class:`MlflowTrainHooks` implements the loop's hooks (``epoch_end``, ``best``,
+  ``checkpoint``, ``flush``; see ``urbanrepml.training.hooks``) for any task without
+  importing the loop. It buffers per-epoch metrics and writes them with one
+  ``log_batch`` call per flush (every ``flush_seconds``, before every checkpoint
+  and at the end), each value with ``step = epoch``. Steps the run already holds (a
+  resumed run redoing epochs after its last checkpoint) are skipped, so no step is
+  logged twice.
+- Checkpoints are ``checkpoints/epoch_<NNNN>.pt`` (the loop's full training state)
+  and ``checkpoints/best.pt`` (the best weights by the monitored metric), saved with
+  ``torch.save`` and read back with ``torch.load(weights_only=True)``.
 - :func:`resume_checks` validates a ``resume_run_id`` (exists, is a fuse run of
   the same model and study area) and :func:`load_latest_checkpoint` reads its
   newest checkpoint, both failing with one line before any run is touched.
@@ -52,7 +55,13 @@ def _save_artifact(obj: dict, name: str) -> None:
 
 
 class MlflowTrainHooks:
-    """Trainer hooks writing to the active run (see the module docstring)."""
+    """Training-loop hooks writing to the run ``run_id`` (see the module docstring).
+
+    Args:
+        run_id: the run to log to.
+        flush_seconds: longest time metrics wait in the buffer.
+        log_best: also save ``checkpoints/best.pt`` whenever the monitored metric improves.
+    """
 
     def __init__(self, run_id: str, flush_seconds: float = 15.0, log_best: bool = True):
         self.run_id = run_id
