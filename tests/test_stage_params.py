@@ -52,7 +52,7 @@ def test_parse_converts_mlflow_strings():
     assert p.model == "full_unet" and p.seed == 0
     with pytest.raises(UrbanReprError, match="parameter epochs: expected an integer, got '1.5'"):
         parse(params_cls, ["--epochs", "1.5"], prog="fuse")
-    with pytest.raises(UrbanReprError, match="parameter model: expected one of concat, ring, full_unet, cone_unet"):
+    with pytest.raises(UrbanReprError, match="parameter model: expected one of full_unet, cone_unet, concat, ring"):
         parse(params_cls, ["--model", "gcn"], prog="fuse")
     with pytest.raises(UrbanReprError, match="parameter register: expected true or false"):
         make(params_cls, register="maybe")

@@ -166,11 +166,12 @@ class FusionObjective:
         if cfg["model"] == "ring":
             values = ring_baseline(self.inputs.x, self.edge_index, self.inputs.n_cells, cfg["ring.k"], cfg["ring.weighting"])
             return values, {}
-        from urbanrepml.tasks.fusion.train import TrainConfig, train
         from urbanrepml.paths import cache_dir
+        from urbanrepml.tasks.fusion.train import fusion_train_config, train
 
         width = int(cfg["unet.width"])
-        tc = TrainConfig(
+        # Built as fuse builds it: early stopping (patience 20 on held-out blocks) within the trial's epoch budget.
+        tc = fusion_train_config(
             model=cfg["model"], resolutions=self.resolutions, hidden_dims=tuple(width * 2 ** i for i in range(len(self.resolutions))),
             convs_per_level=cfg["unet.convs_per_level"], dropout=cfg["unet.dropout"], lr=cfg["unet.lr"],
             epochs=cfg["unet.epochs"], consistency_weight=cfg["unet.consistency_weight"], seed=self.seed,

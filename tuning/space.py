@@ -2,7 +2,9 @@
 
 Parameters (names as they appear in Optuna and on the MLflow trial runs):
 
-- ``model``: which fusion model the trial trains, from the study's ``models``.
+- ``model``: which fusion model the trial trains, from the study's ``models``. The spaces come from
+  the model registry (:mod:`urbanrepml.models.registry`); the U-Nets register theirs in
+  :mod:`urbanrepml.models.unet`, ``ring`` in :mod:`urbanrepml.tasks.fusion.baselines`.
 - U-Nets (``full_unet``, ``cone_unet``), shared names so TPE learns across both:
   ``unet.width`` (width of the finest level; each coarser level doubles it),
   ``unet.convs_per_level``, ``unet.dropout``, ``unet.lr`` (log), ``unet.epochs`` (the epoch budget,
@@ -28,35 +30,31 @@ from optuna.distributions import (
 )
 
 from urbanrepml.errors import UrbanReprError
+from urbanrepml.models.registry import Choice, FloatRange, IntRange, list_models, model_spec
+from urbanrepml.tasks.fusion import FAMILY
 
-UNETS = ("full_unet", "cone_unet")
 # Largest epoch budget a trial may draw; the fuse entry point trains 60 epochs by default too.
 DEFAULT_MAX_EPOCHS = 60
-MODELS = ("full_unet", "cone_unet", "ring")
-RING_WEIGHTINGS = ("exponential", "logarithmic", "linear", "flat")
+# The fusion models with something to tune (the registry's order: baselines first, then the U-Nets).
+MODELS = tuple(m for m in list_models(FAMILY) if model_spec(m).search_space(DEFAULT_MAX_EPOCHS))
 
 
-def unet_space(max_epochs: int) -> dict[str, BaseDistribution]:
-    low = max(1, max_epochs // 3)
-    return {
-        "unet.width": CategoricalDistribution([16, 32, 64]),
-        "unet.convs_per_level": IntDistribution(1, 3),
-        "unet.dropout": FloatDistribution(0.0, 0.3),
-        "unet.lr": FloatDistribution(1e-3, 2e-2, log=True),
-        "unet.epochs": IntDistribution(low, max_epochs),
-        "unet.consistency_weight": FloatDistribution(0.0, 1.0),
-    }
+def to_distribution(space) -> BaseDistribution:
+    """A registry search-space entry as an Optuna distribution."""
+    if isinstance(space, Choice):
+        return CategoricalDistribution(list(space.values))
+    if isinstance(space, IntRange):
+        return IntDistribution(space.low, space.high, log=space.log)
+    if isinstance(space, FloatRange):
+        return FloatDistribution(space.low, space.high, log=space.log)
+    raise TypeError(f"unknown search space {space!r}")
 
 
 def model_space(model: str, max_epochs: int) -> dict[str, BaseDistribution]:
-    """The distributions a trial of ``model`` samples (besides ``model`` itself)."""
-    if model == "full_unet":
-        return unet_space(max_epochs)
-    if model == "cone_unet":
-        return {**unet_space(max_epochs), "cone.batch": CategoricalDistribution([4, 8, 16])}
-    if model == "ring":
-        return {"ring.k": IntDistribution(1, 4), "ring.weighting": CategoricalDistribution(list(RING_WEIGHTINGS))}
-    raise UrbanReprError(f"no search space for model {model!r}; choose from {', '.join(MODELS)}")
+    """The distributions a trial of ``model`` samples (besides ``model`` itself), from the model registry."""
+    if model not in MODELS:
+        raise UrbanReprError(f"no search space for model {model!r}; choose from {', '.join(MODELS)}")
+    return {name: to_distribution(space) for name, space in model_spec(model, FAMILY).search_space(max_epochs).items()}
 
 
 def parse_models(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from urbanrepml.models.hierarchy import Hierarchy
+from urbanrepml.models.registry import Choice, FloatRange, IntRange, ModelSpec, register_model
 from urbanrepml.models.layers import GCNBlock, broadcast, mean_pool
 
 
@@ -123,3 +124,27 @@ def unet_losses(out: UNetOutput, x: Tensor, hierarchy: Hierarchy, mask: Tensor |
         cons = cons / (levels - 1)
     total = reconstruction_weight * rec + consistency_weight * cons
     return Losses(total, rec, cons)
+
+
+def unet_search_space(max_epochs: int) -> dict:
+    """What tuning samples for the U-Nets (shared names, so a sampler learns across both batchings)."""
+    return {
+        "unet.width": Choice((16, 32, 64)),
+        "unet.convs_per_level": IntRange(1, 3),
+        "unet.dropout": FloatRange(0.0, 0.3),
+        "unet.lr": FloatRange(1e-3, 2e-2, log=True),
+        "unet.epochs": IntRange(max(1, max_epochs // 3), max_epochs),
+        "unet.consistency_weight": FloatRange(0.0, 1.0),
+    }
+
+
+def cone_unet_search_space(max_epochs: int) -> dict:
+    """The U-Net space plus the number of cones per batch."""
+    return {**unet_search_space(max_epochs), "cone.batch": Choice((4, 8, 16))}
+
+
+UNET_DEFAULTS = {"hidden_dims": (64, 128, 256), "convs_per_level": 2, "dropout": 0.1}
+register_model(ModelSpec("full_unet", "fusion", "graph U-Net over the H3 levels, trained on the whole area at once",
+                         build=FullAreaUNet, defaults=UNET_DEFAULTS, search_space=unet_search_space))
+register_model(ModelSpec("cone_unet", "fusion", "the same U-Net trained on batches of cones (memory bounded by a cone)",
+                         build=FullAreaUNet, defaults=UNET_DEFAULTS, search_space=cone_unet_search_space))

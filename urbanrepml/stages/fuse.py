@@ -27,13 +27,15 @@ from urbanrepml.areas import build_area, parse_resolutions
 from urbanrepml.config import DEFAULT_STUDY_AREA, load_study_area
 from urbanrepml.constants import FUSED
 from urbanrepml.errors import UrbanReprError
-from urbanrepml.tasks.fusion.train import LEARNED_MODELS, TrainConfig
+from urbanrepml.models.registry import list_models
+from urbanrepml.tasks.fusion import FAMILY
+from urbanrepml.tasks.fusion.train import FUSE_DEFAULTS, LEARNED_MODELS, TrainConfig, fusion_train_config
 from urbanrepml.params import param, same_value
 from urbanrepml.paths import cache_dir
 from urbanrepml.stages.base import Stage
 from urbanrepml.tasks.fusion.baselines import WEIGHTINGS
 
-MODELS = ("concat", "ring", *LEARNED_MODELS)
+MODELS = tuple(list_models(FAMILY))
 
 
 @dataclass
@@ -54,29 +56,25 @@ class Params:
     cone_batch: int = param(8, "cone_unet: cones per batch")
     ring_k: int = param(2, "ring baseline: rings aggregated")
     ring_weighting: str = param("exponential", "ring baseline: weight per ring", choices=WEIGHTINGS)
-    checkpoint_every: int = param(10, "epochs between checkpoints (the best one is kept too)")
+    checkpoint_every: int = param(FUSE_DEFAULTS["checkpoint_every"], "epochs between checkpoints (the best one is kept too)")
     resume_run_id: str | None = param(None, "resume this killed fuse run from its last checkpoint")
     seed: int = param(0, "training seed")
     register: bool = param(True, "register the fused embeddings as a model version (alias candidate)")
     tables: str | None = param(None, "modality tables: poi=a.parquet,roads=b.parquet (default: newest in the store)")
-    patience: int = param(20, "early stopping: epochs without validation improvement (0: off)")
-    val_fraction: float = param(0.15, "share of res-7 blocks held out for validation")
+    patience: int = param(FUSE_DEFAULTS["patience"], "early stopping: epochs without validation improvement (0: off)")
+    val_fraction: float = param(FUSE_DEFAULTS["val_fraction"], "share of res-7 blocks held out for validation")
 
     def train_config(self) -> TrainConfig:
+        """The training configuration (built the same way as ``tune``'s trials)."""
         res = parse_resolutions(self.resolutions)
         if self.resolution not in res:
             raise UrbanReprError(f"resolution {self.resolution} must be one of resolutions {list(res)} (the finest)")
-        if max(res) != self.resolution:
-            raise UrbanReprError(f"resolution {self.resolution} must be the finest of resolutions {list(res)}")
-        try:
-            dims = tuple(int(d) for d in str(self.hidden_dims).split(",") if d.strip())
-        except ValueError:
-            raise UrbanReprError(f"hidden_dims must be integers separated by commas, got {self.hidden_dims!r}") from None
-        return TrainConfig(
-            model=self.model, resolutions=res, hidden_dims=dims, convs_per_level=self.convs_per_level,
-            dropout=self.dropout, lr=self.lr, epochs=self.epochs, consistency_weight=self.consistency_weight,
-            checkpoint_every=self.checkpoint_every, seed=self.seed, cone_root_resolution=self.cone_root_resolution,
-            cone_batch=self.cone_batch, patience=self.patience, val_fraction=self.val_fraction,
+        return fusion_train_config(
+            resolution=self.resolution, resolutions=self.resolutions, hidden_dims=self.hidden_dims, model=self.model,
+            convs_per_level=self.convs_per_level, dropout=self.dropout, lr=self.lr, epochs=self.epochs,
+            consistency_weight=self.consistency_weight, checkpoint_every=self.checkpoint_every, seed=self.seed,
+            cone_root_resolution=self.cone_root_resolution, cone_batch=self.cone_batch, patience=self.patience,
+            val_fraction=self.val_fraction,
         )
 
     def logged(self) -> dict:

@@ -39,6 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from urbanrepml.errors import UrbanReprError
+from urbanrepml.models.registry import Choice, IntRange, ModelSpec, register_model
 from urbanrepml.tables import EmbeddingTable, TableMeta, to_embedding_frame
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -151,3 +152,9 @@ def baseline_tables(inputs: "FusionInputs", area: "Area", ring_k: int = 2, ring_
         "concat": _baseline_table(concat_baseline(inputs), inputs, "concat", run_id, {}),
         "ring": _baseline_table(ring, inputs, "ring", run_id, extra),
     }
+
+
+register_model(ModelSpec("concat", "fusion", "the modality blocks z-scored and concatenated (a free baseline)"))
+register_model(ModelSpec("ring", "fusion", "weighted sum of the ring means of the concatenated inputs (a free baseline)",
+                         defaults={"ring.k": 2, "ring.weighting": "exponential"},
+                         search_space=lambda max_epochs: {"ring.k": IntRange(1, 4), "ring.weighting": Choice(WEIGHTINGS)}))

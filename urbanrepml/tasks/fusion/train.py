@@ -23,9 +23,12 @@ from urbanrepml.tasks.fusion.split import spatial_split
 from urbanrepml.tasks.fusion.task import FusionTask
 from urbanrepml.training import Hooks, LoopConfig, Trainer, TrainHooks
 
-LEARNED_MODELS = ("full_unet", "cone_unet")
+from urbanrepml.models.registry import list_models, model_spec  # noqa: E402 - after the registering imports
 
-__all__ = ["LEARNED_MODELS", "TrainConfig", "TrainHooks", "TrainResult", "spatial_split", "train"]
+# Fusion models with a network to train (the others are closed-form baselines).
+LEARNED_MODELS = tuple(m for m in list_models("fusion") if model_spec(m).build is not None)
+
+__all__ = ["FUSE_DEFAULTS", "LEARNED_MODELS", "TrainConfig", "TrainHooks", "TrainResult", "fusion_train_config", "spatial_split", "train"]
 
 
 @dataclass
@@ -104,6 +107,33 @@ class TrainConfig:
         d["resolutions"] = ",".join(map(str, self.resolutions))
         d["hidden_dims"] = ",".join(map(str, self.hidden_dims))
         return d
+
+
+# The defaults `fuse` trains with; `tune`'s trials get the same through :func:`fusion_train_config`.
+FUSE_DEFAULTS = {"patience": 20, "val_fraction": 0.15, "checkpoint_every": 10}
+
+
+def _ints(name: str, value) -> tuple[int, ...]:
+    if isinstance(value, str):
+        try:
+            return tuple(int(v) for v in value.split(",") if v.strip())
+        except ValueError:
+            raise UrbanReprError(f"{name} must be integers separated by commas, got {value!r}") from None
+    return tuple(int(v) for v in value)
+
+
+def fusion_train_config(*, resolution: int | None = None, resolutions, hidden_dims, **settings) -> TrainConfig:
+    """The one way ``fuse`` and ``tune`` build a :class:`TrainConfig`.
+
+    ``resolutions`` and ``hidden_dims`` may be comma-separated strings (as entry points pass them);
+    ``resolution``, when given, must be the finest of ``resolutions``. Settings not given take
+    ``FUSE_DEFAULTS`` (early stopping with patience 20 on the held-out blocks' validation loss,
+    15% of blocks held out, a checkpoint every 10 epochs), then :class:`TrainConfig`'s defaults.
+    """
+    res = _ints("resolutions", resolutions)
+    if resolution is not None and (not res or max(res) != int(resolution)):
+        raise UrbanReprError(f"resolution {resolution} must be the finest of resolutions {list(res)}")
+    return TrainConfig(resolutions=res, hidden_dims=_ints("hidden_dims", hidden_dims), **{**FUSE_DEFAULTS, **settings})
 
 
 @dataclass
