@@ -144,10 +144,11 @@ def test_cli_bad_input_is_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [f"error: study area file {tmp_path / 'nope.toml'} does not exist"]
 
 
-def test_local_ij_edges_equal_grid_disk_edges(data_dir):
+@pytest.mark.parametrize("compiled", [True, False])
+def test_local_ij_edges_equal_grid_disk_edges(data_dir, compiled):
     area = build_area("porto_alegre", [10])
     cells = area.cells(10)
-    fast = h3ops._edges_local_ij(cells)
+    fast = h3ops._edges_local_ij(cells, compiled=compiled)
     assert fast is not None
     slow = h3ops._edges_grid_disk(cells, 1)
     key = lambda e: np.sort(e[0] * len(cells) + e[1])  # noqa: E731
@@ -197,11 +198,12 @@ def test_local_ij_equals_h3ronpy(bounds, res):
 def test_fast_edges_equal_h3_grid_disk_across_base_cells():
     cells = _fill((4.0, 51.3, 6.9, 53.2), 7)
     assert len(np.flatnonzero(h3ops.kernels.base_cells_present(cells))) > 1
-    fast = h3ops._edges_local_ij(cells)
+    fast = h3ops._edges_local_ij(cells, compiled=True)
     assert fast is not None
     assert _pairs(fast) == _grid_disk_pairs(cells)
-    # grouped by source cell, in sorted cell order
+    # grouped by source cell, in sorted cell order; the numpy path gives the very same array
     assert np.all(np.diff(fast[0]) >= 0)
+    assert np.array_equal(fast, h3ops._edges_local_ij(cells, compiled=False))
 
 
 @pytest.mark.parametrize("res", [5, 8])
@@ -216,16 +218,17 @@ def test_edges_equal_h3_grid_disk_around_a_pentagon(res):
     assert _pairs(h3ops.neighbour_edges(ring)) == _grid_disk_pairs(ring)
 
 
-def test_merge_parents_equals_sort_and_search():
+@pytest.mark.parametrize("compiled", [True, False])
+def test_merge_parents_equals_sort_and_search(compiled):
     children = _fill((4.8, 52.2, 5.0, 52.4), 10)
     own = _fill((4.7, 52.1, 4.9, 52.3), 9)
-    cells, parent_pos = h3ops.merge_parents(own, children, 9)
+    cells, parent_pos = h3ops.merge_parents(own, children, 9, compiled=compiled)
     parents = h3ops.parent_cells(children, 9)
     expected = h3ops.sorted_unique(np.concatenate([own, parents]))
     assert np.array_equal(cells, expected)
     assert np.array_equal(parent_pos, h3ops.positions(expected, parents))
     mixed = np.sort(np.concatenate([children[:50], _fill((4.8, 52.2, 4.81, 52.21), 11)]))
-    cells, parent_pos = h3ops.merge_parents(own, mixed, 9)  # mixed resolutions: sorted instead of merged
+    cells, parent_pos = h3ops.merge_parents(own, mixed, 9, compiled=compiled)  # mixed resolutions: sorted instead of merged
     assert np.array_equal(cells[parent_pos], h3ops.parent_cells(mixed, 9))
     with pytest.raises(ValueError, match="not coarser"):
         h3ops.merge_parents(own, children, 10)

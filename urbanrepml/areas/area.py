@@ -171,7 +171,8 @@ def _compute(boundary: BaseGeometry, resolutions: tuple[int, ...]) -> tuple[dict
     parents: dict[int, np.ndarray] = {}
     with ThreadPoolExecutor(max_workers=_workers(resolutions), thread_name_prefix="area") as pool:
         filled = {res: pool.submit(h3ops.polyfill, wkb, res) for res in finest_first}
-        kernels.warm_up()  # while the fills run
+        if h3ops.use_compiled(estimate_cells(boundary, finest_first[:1])):
+            kernels.warm_up()  # the compiled kernels' start-up, while the fills run
         pending = {}
         for finer, res in zip([None, *finest_first], finest_first):
             own = filled[res].result()

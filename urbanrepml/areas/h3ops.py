@@ -17,6 +17,9 @@ import pyarrow as pa
 from urbanrepml.areas import kernels
 from urbanrepml.errors import UrbanReprError
 
+# Below this many cells numpy paths are used: the compiled kernels' one-off start-up
+# in a process (~0.3 s) would cost more than they save.
+COMPILED_MIN_CELLS = 200_000
 _RES_SHIFT = np.uint64(52)
 _RES_MASK = np.uint64(0xF) << _RES_SHIFT
 
@@ -84,13 +87,20 @@ def parent_cells(cells: np.ndarray, parent_res: int) -> np.ndarray:
     return (cells & ~_RES_MASK) | (np.uint64(parent_res) << _RES_SHIFT) | digits_below
 
 
-def merge_parents(own: np.ndarray, children: np.ndarray, parent_res: int) -> tuple[np.ndarray, np.ndarray]:
+def use_compiled(n_cells: int) -> bool:
+    """Whether work on ``n_cells`` cells goes to the compiled kernels (below, numpy is as fast as their start-up)."""
+    return n_cells >= COMPILED_MIN_CELLS
+
+
+def merge_parents(own: np.ndarray, children: np.ndarray, parent_res: int, *, compiled: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Close a coarser cell set under a finer one.
 
     Args:
         own: sorted unique cells at ``parent_res``.
         children: sorted unique cells at one resolution finer than ``parent_res``.
         parent_res: resolution of ``own``.
+        compiled: merge with the compiled kernel (True) or sort with numpy (False);
+            None decides by size (:func:`use_compiled`). Both give the same result.
 
     Returns:
         ``(cells, parent_pos)``: the sorted union of ``own`` and the children's
@@ -100,8 +110,10 @@ def merge_parents(own: np.ndarray, children: np.ndarray, parent_res: int) -> tup
     children = _writable(np.asarray(children, dtype=np.uint64))
     if len(children) and cell_resolution(children[:1])[0] <= parent_res:
         raise ValueError(f"parent resolution {parent_res} is not coarser than the children")
-    cells, parent_pos, ok = kernels.merge_parents(own, children, parent_res)
-    if not ok:  # children of mixed resolutions: sort instead of merging
+    ok = False
+    if use_compiled(len(children)) if compiled is None else compiled:
+        cells, parent_pos, ok = kernels.merge_parents(own, children, parent_res)
+    if not ok:  # small, or children of mixed resolutions: sort instead of merging
         parents = parent_cells(children, parent_res)
         cells = sorted_unique(np.concatenate([own, parents]))
         parent_pos = positions(cells, parents)
@@ -172,22 +184,48 @@ def local_ij(sorted_cells: np.ndarray, anchor: int) -> tuple[np.ndarray, np.ndar
     return kernels.local_ij(sorted_cells, res, turns, offset_i, offset_j)
 
 
-def _edges_local_ij(sorted_cells: np.ndarray) -> np.ndarray | None:
+def _edges_local_ij(sorted_cells: np.ndarray, compiled: bool | None = None) -> np.ndarray | None:
     """1-ring edges through local IJ coordinates and a dense lookup grid; None where that does not apply.
 
     IJ coordinates are exact away from pentagons; areas with a pentagon, cells
     that have no IJ coordinates from the anchor, or a too sparse grid fall back.
-    The work is done by compiled kernels that release the GIL.
+    ``compiled`` picks the compiled kernels (which release the GIL) or numpy;
+    None decides by size (:func:`use_compiled`). Both give the same edges.
     """
     res = int(cell_resolution(sorted_cells[:1])[0])
     pentagons = np.array([h3.str_to_int(p) for p in h3.get_pentagons(res)], dtype=np.uint64)
     if (positions(sorted_cells, np.sort(pentagons)) >= 0).any():  # (np.isin is slow on millions of cells)
         return None
-    ij = local_ij(sorted_cells, int(sorted_cells[len(sorted_cells) // 2]))
+    compiled = use_compiled(len(sorted_cells)) if compiled is None else compiled
+    anchor = int(sorted_cells[len(sorted_cells) // 2])
+    ij = local_ij(sorted_cells, anchor) if compiled else _h3ronpy_local_ij(sorted_cells, anchor)
     if ij is None:
         return None
-    edges, ok = kernels.ij_ring_edges(ij[0], ij[1], _MAX_GRID_PER_CELL * len(sorted_cells) + 1024)
-    return edges if ok else None
+    max_grid = _MAX_GRID_PER_CELL * len(sorted_cells) + 1024
+    if compiled:
+        edges, ok = kernels.ij_ring_edges(ij[0], ij[1], max_grid)
+        return edges if ok else None
+    return _ij_ring_edges_numpy(ij[0], ij[1], max_grid)
+
+
+def _ij_ring_edges_numpy(i: np.ndarray, j: np.ndarray, max_grid: int) -> np.ndarray | None:
+    """numpy twin of :func:`kernels.ij_ring_edges` (same edges, same order); None where the grid would be too large."""
+    i = i - (i.min() - 1)  # one cell of margin, so neighbour lookups never index out of range
+    j = j - (j.min() - 1)
+    shape = (int(i.max()) + 2, int(j.max()) + 2)
+    if shape[0] * shape[1] > max_grid:
+        return None
+    n = len(i)
+    grid = np.full(shape, -1, dtype=np.int64)
+    grid[i, j] = np.arange(n, dtype=np.int64)
+    dst = np.empty((n, len(kernels.IJ_NEIGHBOURS)), dtype=np.int64)  # row = source cell, so edges come src-major
+    for col, (di, dj) in enumerate(kernels.IJ_NEIGHBOURS):
+        dst[:, col] = grid[i + di, j + dj]
+    keep = dst >= 0
+    edges = np.empty((2, int(keep.sum())), dtype=np.int64)
+    edges[0] = np.repeat(np.arange(n, dtype=np.int64), keep.sum(axis=1))
+    edges[1] = dst[keep]
+    return edges
 
 
 def _edges_grid_disk(sorted_cells: np.ndarray, k: int) -> np.ndarray:
