@@ -159,11 +159,11 @@ def _workers(resolutions: Sequence[int]) -> int:
 def _compute(boundary: BaseGeometry, resolutions: tuple[int, ...]) -> tuple[dict, dict, dict]:
     """Cells, 1-ring edges and next-coarser parent positions of every resolution.
 
-    The work splits by resolution and runs in a thread pool (the H3 fills and
-    the compiled kernels release the GIL): all fills start at once, finest
-    first; each resolution's cell set is closed under the next finer one as
-    soon as both are known, and its graph is built while coarser sets are
-    still being closed.
+    The work splits by resolution and runs in a thread pool, one thread per
+    core (the H3 fills and the compiled kernels release the GIL): the fills are
+    queued first, finest first; each resolution's cell set is closed under the
+    next finer one as soon as both are known, and its graph is queued at once,
+    built while coarser sets are still being filled or closed.
     """
     wkb = polygon_parts_wkb(boundary)
     finest_first = sorted(resolutions, reverse=True)
