@@ -144,10 +144,11 @@ def test_cli_bad_input_is_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [f"error: study area file {tmp_path / 'nope.toml'} does not exist"]
 
 
-def test_local_ij_edges_equal_grid_disk_edges(data_dir):
+@pytest.mark.parametrize("compiled", [True, False])
+def test_local_ij_edges_equal_grid_disk_edges(data_dir, compiled):
     area = build_area("porto_alegre", [10])
     cells = area.cells(10)
-    fast = h3ops._edges_local_ij(cells)
+    fast = h3ops._edges_local_ij(cells, compiled=compiled)
     assert fast is not None
     slow = h3ops._edges_grid_disk(cells, 1)
     key = lambda e: np.sort(e[0] * len(cells) + e[1])  # noqa: E731
@@ -162,6 +163,75 @@ def test_pentagon_area_falls_back_to_grid_disk():
     ids = h3ops.cells_to_str(cells)
     assert all(h3.grid_distance(ids[a], ids[b]) == 1 for a, b in edges.T)
     assert edges.shape[1] == sum(len([n for n in h3.grid_ring(c, 1) if h3.str_to_int(n) in set(cells.tolist())]) for c in ids)
+
+
+def _grid_disk_pairs(cells: np.ndarray) -> set[tuple[int, int]]:
+    """Directed 1-ring pairs (positions) among ``cells``, from h3's own grid_disk."""
+    ids = [h3.int_to_str(int(c)) for c in cells]
+    pos = {c: i for i, c in enumerate(ids)}
+    return {(pos[c], pos[n]) for c in ids for n in h3.grid_disk(c, 1) if n != c and n in pos}
+
+
+def _pairs(edges: np.ndarray) -> set[tuple[int, int]]:
+    return set(zip(edges[0].tolist(), edges[1].tolist()))
+
+
+def _fill(bounds, res):
+    from urbanrepml.areas.boundary import polygon_parts_wkb
+
+    return h3ops.polyfill(polygon_parts_wkb(box(*bounds)), res)
+
+
+@pytest.mark.parametrize("bounds, res", [
+    ((4.0, 51.3, 6.9, 53.2), 7),       # two base cells
+    ((170.0, -47.0, 179.0, -34.0), 5),  # two base cells, far east
+    ((-10.0, 35.0, 30.0, 60.0), 4),     # seven base cells, one holding a pentagon (left to h3ronpy)
+])
+def test_local_ij_equals_h3ronpy(bounds, res):
+    cells = _fill(bounds, res)
+    anchor = int(cells[len(cells) // 2])
+    ours, theirs = h3ops.local_ij(cells, anchor), h3ops._h3ronpy_local_ij(cells, anchor)
+    assert ours is not None and theirs is not None
+    assert np.array_equal(ours[0], theirs[0]) and np.array_equal(ours[1], theirs[1])
+
+
+def test_fast_edges_equal_h3_grid_disk_across_base_cells():
+    cells = _fill((4.0, 51.3, 6.9, 53.2), 7)
+    assert len(np.flatnonzero(h3ops.kernels.base_cells_present(cells))) > 1
+    fast = h3ops._edges_local_ij(cells, compiled=True)
+    assert fast is not None
+    assert _pairs(fast) == _grid_disk_pairs(cells)
+    # grouped by source cell, in sorted cell order; the numpy path gives the very same array
+    assert np.all(np.diff(fast[0]) >= 0)
+    assert np.array_equal(fast, h3ops._edges_local_ij(cells, compiled=False))
+
+
+@pytest.mark.parametrize("res", [5, 8])
+def test_edges_equal_h3_grid_disk_around_a_pentagon(res):
+    pentagon = sorted(h3.get_pentagons(res))[3]
+    with_pentagon = np.array(sorted(h3.str_to_int(c) for c in h3.grid_disk(pentagon, 4)), dtype=np.uint64)
+    assert h3ops._edges_local_ij(with_pentagon) is None  # the pentagon itself: grid disk
+    assert _pairs(h3ops.neighbour_edges(with_pentagon)) == _grid_disk_pairs(with_pentagon)
+    # the same base cell without the pentagon: whatever path is taken, the same graph as h3's
+    ring = np.array(sorted(h3.str_to_int(c) for c in set(h3.grid_disk(pentagon, 6)) - set(h3.grid_disk(pentagon, 2))),
+                    dtype=np.uint64)
+    assert _pairs(h3ops.neighbour_edges(ring)) == _grid_disk_pairs(ring)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_merge_parents_equals_sort_and_search(compiled):
+    children = _fill((4.8, 52.2, 5.0, 52.4), 10)
+    own = _fill((4.7, 52.1, 4.9, 52.3), 9)
+    cells, parent_pos = h3ops.merge_parents(own, children, 9, compiled=compiled)
+    parents = h3ops.parent_cells(children, 9)
+    expected = h3ops.sorted_unique(np.concatenate([own, parents]))
+    assert np.array_equal(cells, expected)
+    assert np.array_equal(parent_pos, h3ops.positions(expected, parents))
+    mixed = np.sort(np.concatenate([children[:50], _fill((4.8, 52.2, 4.81, 52.21), 11)]))
+    cells, parent_pos = h3ops.merge_parents(own, mixed, 9, compiled=compiled)  # mixed resolutions: sorted instead of merged
+    assert np.array_equal(cells[parent_pos], h3ops.parent_cells(mixed, 9))
+    with pytest.raises(ValueError, match="not coarser"):
+        h3ops.merge_parents(own, children, 10)
 
 
 @pytest.mark.parametrize("body, message", [

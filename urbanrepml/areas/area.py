@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -29,7 +30,7 @@ import pandas as pd
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from urbanrepml.areas import h3ops
+from urbanrepml.areas import h3ops, kernels
 from urbanrepml.areas.boundary import geodesic_area_km2, polygon_parts_wkb, read_boundary
 from urbanrepml.config import StudyArea, load_study_area
 from urbanrepml.constants import REGION_ID
@@ -146,20 +147,41 @@ def _cache_key(boundary: BaseGeometry, resolutions: Sequence[int]) -> str:
     return digest.hexdigest()[:16]
 
 
+def _workers(resolutions: Sequence[int]) -> int:
+    """Threads for the build: one per resolution, at most one per usable CPU core."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        cores = os.cpu_count() or 1
+    return max(1, min(len(resolutions), cores))
+
+
 def _compute(boundary: BaseGeometry, resolutions: tuple[int, ...]) -> tuple[dict, dict, dict]:
+    """Cells, 1-ring edges and next-coarser parent positions of every resolution.
+
+    The work splits by resolution and runs in a thread pool, one thread per
+    core (the H3 fills and the compiled kernels release the GIL): the fills are
+    queued first, finest first; each resolution's cell set is closed under the
+    next finer one as soon as both are known, and its graph is queued at once,
+    built while coarser sets are still being filled or closed.
+    """
     wkb = polygon_parts_wkb(boundary)
+    finest_first = sorted(resolutions, reverse=True)
     cells: dict[int, np.ndarray] = {}
-    for res in sorted(resolutions, reverse=True):  # finest first, so parents can be added
-        own = h3ops.polyfill(wkb, res)
-        finer = [r for r in resolutions if r > res]
-        if finer:
-            own = h3ops.sorted_unique(np.concatenate([own, h3ops.parent_cells(cells[finer[0]], res)]))
-        cells[res] = own
-    edges = {res: h3ops.neighbour_edges(cells[res]) for res in resolutions}
     parents: dict[int, np.ndarray] = {}
-    for coarse, fine in zip(resolutions[:-1], resolutions[1:]):
-        parents[fine] = h3ops.positions(cells[coarse], h3ops.parent_cells(cells[fine], coarse))
-        assert (parents[fine] >= 0).all(), "hierarchy must be closed"
+    with ThreadPoolExecutor(max_workers=_workers(resolutions), thread_name_prefix="area") as pool:
+        filled = {res: pool.submit(h3ops.polyfill, wkb, res) for res in finest_first}
+        if h3ops.use_compiled(estimate_cells(boundary, finest_first[:1])):
+            kernels.warm_up()  # the compiled kernels' start-up, while the fills run
+        pending = {}
+        for finer, res in zip([None, *finest_first], finest_first):
+            own = filled[res].result()
+            if finer is None:
+                cells[res] = own
+            else:  # add the parents of the next finer resolution's cells, so every child has its parent
+                cells[res], parents[finer] = h3ops.merge_parents(own, cells[finer], res)
+            pending[res] = pool.submit(h3ops.neighbour_edges, cells[res])
+        edges = {res: pending[res].result() for res in resolutions}
     return cells, edges, parents
 
 
