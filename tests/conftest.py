@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import MLFLOW_RUN_ENV, REPO
-from tests.mlflow_server import mlflow_server
-from tests.pgutil import pg_database  # noqa: F401 - fixture: a throwaway PostgreSQL database
+from tests.support import SHARED_DATA
+from tests.support.mlflow_server import mlflow_server
+from tests.support.pg import pg_database  # noqa: F401 - fixture: a throwaway PostgreSQL database
+from tests.support.processes import MLFLOW_RUN_ENV
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-SHARED_DATA = REPO.parent / "shared" / "data"
-TEST_DATA = Path(__file__).resolve().parent / "data"
 _MIRROR_WAS_SET = "URBANREPML_DATA_MIRROR" in os.environ
 
 

@@ -12,11 +12,9 @@ import numpy as np
 import pytest
 from shapely.geometry import Polygon, box
 
-from urbanrepml.areas import build_area, parse_resolutions
-from urbanrepml.areas import h3ops
+from tests.support import REPO
+from urbanrepml.areas import build_area, h3ops, parse_resolutions
 from urbanrepml.errors import UrbanReprError
-
-from tests.conftest import REPO
 
 
 def write_toml(path, boundary, extra=""):

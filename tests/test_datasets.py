@@ -14,8 +14,8 @@ from typing import ClassVar
 
 import pytest
 
-from tests.conftest import SHARED_DATA
-from tests.helpers import REPO, clean_env
+from tests.support import REPO, SHARED_DATA
+from tests.support.processes import clean_env
 from urbanrepml.config import load_study_area
 from urbanrepml.datasets import (
     DATASETS,

@@ -58,7 +58,8 @@ def test_fuse_fails_on_a_corrupt_source_and_registers_nothing(tracking, tmp_path
 
     from urbanrepml.datasets import fetch
     from urbanrepml.errors import UrbanReprError
-    from urbanrepml.stages.fuse import Params as FuseParams, run_fuse_stage
+    from urbanrepml.stages.fuse import Params as FuseParams
+    from urbanrepml.stages.fuse import run_fuse_stage
 
     pbf = (fetch("amsterdam") / "amsterdam_centre.osm.pbf").read_bytes()
     (tmp_path / "cut.osm.pbf").write_bytes(pbf[: len(pbf) // 2])

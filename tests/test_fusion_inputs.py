@@ -14,9 +14,9 @@ import pytest
 
 from urbanrepml.areas import build_area
 from urbanrepml.errors import UrbanReprError
+from urbanrepml.tables import EmbeddingTable, TableMeta, file_digest, to_embedding_frame, write_table
 from urbanrepml.tasks.fusion.inputs import ZERO_FILL, load_fusion_inputs, parse_tables_param
 from urbanrepml.tracking.fusion import find_modality_tables, log_fusion_inputs, store_tables
-from urbanrepml.tables import EmbeddingTable, TableMeta, file_digest, to_embedding_frame, write_table
 
 AMSTERDAM_BBOX = [4.8906, 52.3657, 4.9037, 52.3737]  # the bundled amsterdam boundary: 16 res-9 cells
 

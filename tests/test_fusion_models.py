@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from urbanrepml.areas import h3ops
-from urbanrepml.tasks.fusion.cones import ConeBatcher, build_cones
 from urbanrepml.models.hierarchy import cell_levels
 from urbanrepml.models.layers import GCNConv, broadcast, gcn_operator, mean_pool, mean_pool_operator
-from urbanrepml.tasks.fusion.train import TrainConfig, spatial_split, train
 from urbanrepml.models.unet import FullAreaUNet, unet_losses
+from urbanrepml.tasks.fusion.cones import ConeBatcher, build_cones
+from urbanrepml.tasks.fusion.train import TrainConfig, spatial_split, train
 
 torch.set_num_threads(1)
 

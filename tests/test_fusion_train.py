@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO
+from tests.support import REPO
 from urbanrepml.areas import build_area, h3ops
 from urbanrepml.tables import EmbeddingTable, TableMeta, read_table, to_embedding_frame, write_table
 

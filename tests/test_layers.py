@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shutil
 
-from tests.helpers import REPO
-from tests.layers import cycles, imports, package_graph, violations
+from tests.support import REPO
+from tests.support.layers import cycles, imports, package_graph, violations
 
 
 def test_project_imports_point_one_way():

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.helpers import error_lines, load_entry
+from tests.support.processes import error_lines, load_entry
 from urbanrepml.areas import build_area
 from urbanrepml.config import load_study_area
 from urbanrepml.datasets import fetch

@@ -13,9 +13,9 @@ from urbanrepml.areas import build_area
 from urbanrepml.config import load_study_area
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.modalities.aerial import BUILTIN, AerialModality, load_encoder
+from urbanrepml.modalities.alphaearth import BANDS, COLLECTION, AlphaEarthModality, dequantise, ee_requests, quantise
 from urbanrepml.models.cnn import builtin_cnn
 from urbanrepml.sources.tiles import tiles_from_orthophoto
-from urbanrepml.modalities.alphaearth import BANDS, COLLECTION, AlphaEarthModality, dequantise, ee_requests, quantise
 from urbanrepml.stages.modality import run_modality_stage, table_path
 from urbanrepml.tables import read_table
 

@@ -11,15 +11,15 @@ import pytest
 import shapely
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO
+from tests.support import REPO
 from urbanrepml.areas import build_area, h3ops
 from urbanrepml.config import load_study_area
 from urbanrepml.datasets import fetch
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.modalities import MODALITIES
-from urbanrepml.sources.osm import haversine_m, read_highways, read_tagged_features
 from urbanrepml.modalities.poi import PoiModality, count_per_cell, default_filter
 from urbanrepml.modalities.roads import ROAD_CLASSES, RoadsModality, road_stats
+from urbanrepml.sources.osm import haversine_m, read_highways, read_tagged_features
 from urbanrepml.tables import read_table
 
 AMSTERDAM_PBF = fetch("amsterdam") / "amsterdam_centre.osm.pbf"

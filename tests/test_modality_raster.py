@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-
 import h3
 import numpy as np
 import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from tests.helpers import error_lines, load_entry
+from tests.support.processes import error_lines, load_entry
 from urbanrepml.areas import build_area
 from urbanrepml.config import load_study_area
 from urbanrepml.datasets import fetch

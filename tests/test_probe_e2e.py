@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO
-from tests.helpers import clean_env
+from tests.support import REPO
+from tests.support.processes import clean_env
 from urbanrepml.areas import build_area, h3ops
 from urbanrepml.datasets import fetch
 from urbanrepml.errors import UrbanReprError
@@ -127,9 +127,9 @@ def test_registered_model_probe_records_on_version(tracking, tmp_path):
     """A registered version: champion missing -> candidate (said so); baselines from the fuse run; tags on the version."""
     from urbanrepml.stages.probe import run_probe_stage
     from urbanrepml.tasks.fusion.baselines import baseline_tables
-    from urbanrepml.tracking.fusion import log_baselines
     from urbanrepml.tasks.fusion.inputs import load_fusion_inputs
     from urbanrepml.tracking import stage_run
+    from urbanrepml.tracking.fusion import log_baselines
     from urbanrepml.tracking.pyfunc import log_embedding_model
     from urbanrepml.tracking.registry import register_embeddings
 

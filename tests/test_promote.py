@@ -16,11 +16,11 @@ from urbanrepml.tracking.promotion import Evidence, decide, evidence_of
 def _register(area: str, name: str, tmp_path, values_fn, tag: str) -> str:
     """A fuse-like run (baselines of the coords modality + an embedding model) registered as a new version."""
     from urbanrepml.areas import build_area
-    from urbanrepml.tasks.fusion.baselines import baseline_tables
-    from urbanrepml.tracking.fusion import log_baselines
-    from urbanrepml.tasks.fusion.inputs import load_fusion_inputs
     from urbanrepml.tables import EmbeddingTable, TableMeta, to_embedding_frame
+    from urbanrepml.tasks.fusion.baselines import baseline_tables
+    from urbanrepml.tasks.fusion.inputs import load_fusion_inputs
     from urbanrepml.tracking import stage_run
+    from urbanrepml.tracking.fusion import log_baselines
     from urbanrepml.tracking.pyfunc import log_embedding_model
     from urbanrepml.tracking.registry import register_embeddings
 

@@ -9,7 +9,8 @@ import sys
 import pytest
 import yaml
 
-from tests.helpers import REPO, clean_env
+from tests.support import REPO
+from tests.support.processes import clean_env
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.params import make, mlproject_parameters, parse, same_value
 from urbanrepml.stages import ENTRY_POINTS, get_stage

@@ -102,9 +102,9 @@ def test_reader_names_the_file_and_problem(area, tmp_path):
 
 
 def test_area_stage_on_a_user_written_toml(tracking, tmp_path):
+    import geopandas as gpd
     import mlflow
     from shapely.geometry import box
-    import geopandas as gpd
 
     from urbanrepml.stages.area import run_area_stage
 

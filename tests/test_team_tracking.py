@@ -17,10 +17,10 @@ import urllib.request
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO
-from tests.helpers import clean_env
-from tests.mlflow_server import mlflow_server
-from tests.pgutil import _connect
+from tests.support import REPO
+from tests.support.mlflow_server import mlflow_server
+from tests.support.pg import connect
+from tests.support.processes import clean_env
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ def test_postgres_backend_with_served_artifacts(pg_database, tmp_path):
         _no_secret_in_run(run, secret)
         assert secret not in proc.stdout + proc.stderr
     # The run really lives in PostgreSQL.
-    conn = _connect(db_name)
+    conn = connect(db_name)
     cur = conn.cursor()
     cur.execute("SELECT status FROM runs WHERE run_uuid = %s", (run.info.run_id,))
     assert cur.fetchone() == ("FINISHED",)

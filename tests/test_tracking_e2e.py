@@ -8,8 +8,8 @@ import sys
 
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO
-from tests.helpers import mlflow_run
+from tests.support import REPO
+from tests.support.processes import mlflow_run
 
 
 def run_mlflow_project(entry: str, params: dict, tracking_uri: str, cwd, experiment: str | None = None):
@@ -46,7 +46,7 @@ def test_area_failure_marks_run_failed(tracking_server, tmp_path):
 
 
 def test_server_down_is_one_clear_line(tmp_path):
-    from tests.mlflow_server import free_port
+    from tests.support.mlflow_server import free_port
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}", "URBANREPML_DATA_DIR": str(tmp_path)}
     proc = subprocess.run([sys.executable, str(REPO / "entrypoints" / "area.py")], capture_output=True, text=True, cwd=tmp_path, env=env)

@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO
-from tests.helpers import clean_env
+from tests.support import REPO
+from tests.support.processes import clean_env
+from tests.support.tune_objectives import SlowQuadratic
 from tests.test_probe_e2e import log_modality_table, poa_area
-from tests.tune_objectives import SlowQuadratic
 from urbanrepml.errors import UrbanReprError
 
 
@@ -115,7 +115,7 @@ def test_bad_input_lines(tracking, tmp_path, capsys):
     code, _, err = _main("tune.py", ["--study_area", "porto_alegre", "--n_trials", "0"], capsys)
     assert code == 2 and err.strip() == "error: n_trials must be at least 1, got 0"
     # unreachable PostgreSQL URL: named, password hidden, one line, no run left behind
-    from tests.mlflow_server import free_port
+    from tests.support.mlflow_server import free_port
 
     secret = "s3cr3t-" + secrets.token_hex(4)
     url = f"postgresql://alice:{secret}@127.0.0.1:{free_port()}/optuna"

@@ -19,9 +19,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tests.conftest import REPO
-from tests.helpers import clean_env
-from tests.tune_objectives import SlowQuadratic
+from tests.support import REPO
+from tests.support.processes import clean_env
+from tests.support.tune_objectives import SlowQuadratic
 
 TARGET = 6
 

@@ -1,4 +1,4 @@
-"""Helpers for tests that run entry points as real processes."""
+"""Entry points run as real processes (``mlflow run``, ``python entrypoints/...``) or in-process, and their errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support import REPO
 
 # MLflow exports these to the environment (set_experiment, mlflow run); a child process must not inherit them.
 MLFLOW_RUN_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")

@@ -15,7 +15,7 @@ Layers, bottom to top (a module may import its own layer and the layers below)::
     stages      one module per entry point
     main        urbanrepml.__main__
 
-Every ``import`` counts, also inside functions. Run ``python tests/layers.py`` to print the
+Every ``import`` counts, also inside functions. Run ``python -m tests.support.layers`` to print the
 package-level import graph and the violations (exit 1 when there are any).
 """
 
@@ -152,4 +152,4 @@ def main(root: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(__file__).resolve().parent.parent))
+    sys.exit(main(Path(__file__).resolve().parents[2]))

@@ -18,7 +18,7 @@ import pytest
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 
 
-def _connect(dbname: str = "postgres"):
+def connect(dbname: str = "postgres"):
     import psycopg2
 
     conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=dbname, connect_timeout=3)
@@ -28,7 +28,7 @@ def _connect(dbname: str = "postgres"):
 
 def _reachable() -> str | None:
     try:
-        _connect().close()
+        connect().close()
         return None
     except Exception as exc:  # noqa: BLE001
         return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -56,7 +56,7 @@ def pg_database():
     """URL (no password) of a fresh PostgreSQL database, dropped after the test."""
     ensure_postgres()
     name = f"urbanrepml_test_{os.getpid()}_{secrets.token_hex(4)}"
-    conn = _connect()
+    conn = connect()
     conn.cursor().execute(f'CREATE DATABASE "{name}"')
     try:
         yield f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"

@@ -18,7 +18,7 @@ class SlowQuadratic:
 
     @property
     def factory(self):
-        return "tests.tune_objectives:SlowQuadratic", dict(self.kwargs)
+        return "tests.support.tune_objectives:SlowQuadratic", dict(self.kwargs)
 
     def signature(self) -> dict:
         return {"objective": "quadratic", "space": {"x": repr(FloatDistribution(-3.0, self.high)), "k": repr(IntDistribution(0, 10 ** 6))}}
