@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.test_probe_e2e import coords_table, log_modality_table, poa_area
-from tests.test_tuning import _entry, _main
+from tests.stages.test_probe_e2e import coords_table, log_modality_table, poa_area
+from tests.tuning.test_tuning import _entry, _main
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.tracking.promotion import Evidence, decide, evidence_of
 
@@ -41,7 +41,7 @@ def _noise(ids):
 
 def _informed(ids):
     """Noisy copies of the targets (a stand-in for an embedding that really is better than the baselines)."""
-    from tests.test_probe_e2e import HEXGRID
+    from tests.stages.test_probe_e2e import HEXGRID
     from urbanrepml.areas import h3ops
 
     grid = pd.read_csv(HEXGRID)

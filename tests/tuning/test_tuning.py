@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from tests.support import REPO
 from tests.support.processes import clean_env
 from tests.support.tune_objectives import SlowQuadratic
-from tests.test_probe_e2e import log_modality_table, poa_area
+from tests.stages.test_probe_e2e import log_modality_table, poa_area
 from urbanrepml.errors import UrbanReprError
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from rasterio.transform import from_origin
 
-from tests.test_modality_raster import BOX, CELL_A, CELL_B, area_toml, disc_grid, run_entry_expect_error, write_tif
+from tests.modalities.test_modality_raster import BOX, CELL_A, CELL_B, area_toml, disc_grid, run_entry_expect_error, write_tif
 from urbanrepml.areas import build_area
 from urbanrepml.config import load_study_area
 from urbanrepml.errors import UrbanReprError

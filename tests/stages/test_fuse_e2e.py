@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from tests.test_tracking_e2e import run_mlflow_project
+from tests.tracking.test_tracking_e2e import run_mlflow_project
 from urbanrepml.areas import h3ops
 from urbanrepml.tables import read_table
 

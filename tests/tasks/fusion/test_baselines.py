@@ -124,7 +124,7 @@ def test_log_and_load_baselines(tracking, tmp_path):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from tests.test_fusion_inputs import make_area_file, write_modality
+    from tests.tasks.fusion.test_fusion_inputs import make_area_file, write_modality
     from urbanrepml.areas import build_area
     from urbanrepml.tasks.fusion.inputs import load_fusion_inputs
 
