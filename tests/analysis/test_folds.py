@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from urbanrepml.analysis.folds import Folds, inner_groups, make_folds
 from urbanrepml.areas import h3ops
-from urbanrepml.datasets import fetch
 from urbanrepml.errors import UrbanReprError
-
-
-@pytest.fixture(scope="module")
-def poa_ids():
-    ids = pd.read_csv(fetch("porto_alegre") / "poa_hexgrid.csv")["id"]
-    return pd.Index(ids.to_numpy(), name="region_id")
 
 
 def test_blocks_are_whole_and_folds_disjoint(poa_ids):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -15,12 +14,6 @@ from shapely.geometry import Polygon, box
 from tests.support import REPO
 from urbanrepml.areas import build_area, h3ops, parse_resolutions
 from urbanrepml.errors import UrbanReprError
-
-
-def write_toml(path, boundary, extra=""):
-    b = json.dumps(boundary) if isinstance(boundary, list) else f'"{boundary}"'
-    path.write_text(f'name = "custom"\nboundary = {b}\n{extra}')
-    return path
 
 
 def test_finest_cells_match_srai(data_dir):
@@ -63,22 +56,22 @@ def test_regions_gdf_like_srai(data_dir):
     assert gdf.geometry.iloc[0].geom_type == "Polygon"
 
 
-def test_cache_reused_and_rebuilt_on_change(data_dir, tmp_path):
-    toml = write_toml(tmp_path / "a.toml", [4.89, 52.36, 4.90, 52.37])
+def test_cache_reused_and_rebuilt_on_change(data_dir, tmp_path, study_area_toml):
+    toml = study_area_toml("custom", [4.89, 52.36, 4.90, 52.37], filename="a.toml")
     first = build_area(toml, [9])
     second = build_area(toml, [9])
     assert first.cache_path == second.cache_path and first.cache_path.is_dir()
-    write_toml(toml, [4.89, 52.36, 4.91, 52.37])
+    study_area_toml("custom", [4.89, 52.36, 4.91, 52.37], filename="a.toml")
     third = build_area(toml, [9])
     assert third.cache_path != first.cache_path
     assert len(third.cells(9)) > len(first.cells(9))
 
 
-def test_boundary_file_in_projected_crs_is_reprojected(data_dir, tmp_path):
+def test_boundary_file_in_projected_crs_is_reprojected(data_dir, tmp_path, study_area_toml):
     poly = box(4.89, 52.36, 4.90, 52.37)
     gpd.GeoDataFrame(geometry=[poly], crs=4326).to_crs(28992).to_file(tmp_path / "b.gpkg")
-    area = build_area(write_toml(tmp_path / "a.toml", "b.gpkg"), [9])
-    ref = build_area(write_toml(tmp_path / "r.toml", [4.89, 52.36, 4.90, 52.37]), [9])
+    area = build_area(study_area_toml("custom", "b.gpkg", filename="a.toml"), [9])
+    ref = build_area(study_area_toml("custom", [4.89, 52.36, 4.90, 52.37], filename="r.toml"), [9])
     # reprojection bends the edges a little: nearly the same set
     a, r = set(area.region_ids(9)), set(ref.region_ids(9))
     assert len(a ^ r) <= 0.1 * len(r)
@@ -96,29 +89,29 @@ def test_cell_limit_refuses_with_estimate(data_dir):
     assert not (data_dir / "cache").exists()
 
 
-def test_bad_boundaries(data_dir, tmp_path):
+def test_bad_boundaries(data_dir, tmp_path, study_area_toml):
     with pytest.raises(UrbanReprError, match="does not exist"):
-        build_area(write_toml(tmp_path / "a.toml", "missing.geojson"), [9])
+        build_area(study_area_toml("custom", "missing.geojson", filename="a.toml"), [9])
     (tmp_path / "junk.geojson").write_text("not geometry at all")
     with pytest.raises(UrbanReprError, match="not a readable vector file"):
-        build_area(write_toml(tmp_path / "a.toml", "junk.geojson"), [9])
+        build_area(study_area_toml("custom", "junk.geojson", filename="a.toml"), [9])
     bowtie = Polygon([(4.89, 52.36), (4.90, 52.37), (4.90, 52.36), (4.89, 52.37)])
     gpd.GeoDataFrame(geometry=[bowtie], crs=4326).to_file(tmp_path / "bowtie.geojson")
     with pytest.raises(UrbanReprError, match="not a valid polygon"):
-        build_area(write_toml(tmp_path / "a.toml", "bowtie.geojson"), [9])
+        build_area(study_area_toml("custom", "bowtie.geojson", filename="a.toml"), [9])
     gpd.GeoDataFrame(geometry=[Polygon()], crs=4326).to_file(tmp_path / "empty.geojson")
     with pytest.raises(UrbanReprError, match="empty|no geometry"):
-        build_area(write_toml(tmp_path / "a.toml", "empty.geojson"), [9])
+        build_area(study_area_toml("custom", "empty.geojson", filename="a.toml"), [9])
     with pytest.raises(UrbanReprError, match="lon/lat box"):
-        build_area(write_toml(tmp_path / "a.toml", [5, 52, 4, 53]), [9])
+        build_area(study_area_toml("custom", [5, 52, 4, 53], filename="a.toml"), [9])
     assert not (data_dir / "cache").exists()
 
 
-def test_toml_errors(tmp_path):
+def test_toml_errors(tmp_path, study_area_toml):
     (tmp_path / "a.toml").write_text('boundary = [4.89, 52.36, 4.90, 52.37]\n')
     with pytest.raises(UrbanReprError, match="missing key 'name'"):
         build_area(tmp_path / "a.toml", [9])
-    write_toml(tmp_path / "b.toml", [4.89, 52.36, 4.90, 52.37], '[sources]\nosm = "nope.pbf"\n')
+    study_area_toml("custom", [4.89, 52.36, 4.90, 52.37], sources={"osm": "nope.pbf"}, filename="b.toml")
     with pytest.raises(UrbanReprError, match="sources.osm.*does not exist"):
         build_area(tmp_path / "b.toml", [9])
     with pytest.raises(UrbanReprError, match="unknown study area"):
@@ -170,10 +163,10 @@ def test_pentagon_area_falls_back_to_grid_disk():
     ('[sources]\nrasters = ["x.tif"]', "'rasters' in \\[sources\\] must be a table"),
     ('[sources]\ngtfs = 3', "'sources.gtfs' must be a path or a list"),
 ])
-def test_toml_with_wrong_value_types_is_one_clear_error(tmp_path, body, message):
+def test_toml_with_wrong_value_types_is_one_clear_error(tmp_path, body, message, study_area_toml):
     from urbanrepml.config import load_study_area
 
-    toml = write_toml(tmp_path / "a.toml", [4.89, 52.36, 4.90, 52.37], body + "\n")
+    toml = study_area_toml("custom", [4.89, 52.36, 4.90, 52.37], extra=body + "\n", filename="a.toml")
     with pytest.raises(UrbanReprError, match=message):
         load_study_area(toml)
 

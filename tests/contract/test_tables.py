@@ -13,11 +13,6 @@ from urbanrepml.errors import UrbanReprError
 from urbanrepml.tables import EmbeddingTable, TableMeta, read_table, to_embedding_frame, write_table
 
 
-@pytest.fixture
-def area(data_dir):
-    return build_area("amsterdam", [9, 10])
-
-
 def make_table(area, res=9, prefix="poi", values=None):
     ids = area.region_ids(res)
     values = np.arange(len(ids) * 2, dtype=float).reshape(-1, 2) if values is None else values
@@ -101,7 +96,7 @@ def test_reader_names_the_file_and_problem(area, tmp_path):
         read_table(tmp_path / "missing.parquet")
 
 
-def test_area_stage_on_a_user_written_toml(tracking, tmp_path):
+def test_area_stage_on_a_user_written_toml(tracking, tmp_path, study_area_toml):
     import geopandas as gpd
     import mlflow
     from shapely.geometry import box
@@ -109,8 +104,7 @@ def test_area_stage_on_a_user_written_toml(tracking, tmp_path):
     from urbanrepml.stages.area import run_area_stage
 
     gpd.GeoDataFrame(geometry=[box(4.89, 52.36, 4.90, 52.37)], crs=4326).to_crs(3857).to_file(tmp_path / "mine.geojson")
-    toml = tmp_path / "mine.toml"
-    toml.write_text('name = "mine"\nboundary = "mine.geojson"\n')
+    toml = study_area_toml("mine", "mine.geojson")
     area = run_area_stage(str(toml), "8,9")
     run = mlflow.search_runs(experiment_names=["urbanrepml-mine"], output_format="list")[0]
     assert run.data.metrics["cells_res9"] == len(area.cells(9)) > 0

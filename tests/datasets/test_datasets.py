@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import shutil
 import subprocess
 import sys
-import threading
-from functools import partial
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 
 from tests.support import REPO, SHARED_DATA
 from tests.support.processes import clean_env
+from tests.support.registry import FILES, write_files
 from urbanrepml.config import load_study_area
 from urbanrepml.datasets import (
     DATASETS,
@@ -32,56 +29,6 @@ from urbanrepml.datasets.cli import main as datasets_main
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.paths import datasets_cache_dir
 
-FILES = {"a.txt": b"alpha\n" * 1000, "sub/b.bin": bytes(range(256)) * 40}
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    requests: ClassVar[list[str]] = []
-
-    def do_GET(self):
-        type(self).requests.append(self.path)
-        super().do_GET()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server(tmp_path):
-    """A real HTTP server on 127.0.0.1 serving ``tmp_path/served``: yields (base url, folder, request log)."""
-    served = tmp_path / "served"
-    served.mkdir()
-    _Handler.requests = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=str(served)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", served, _Handler.requests
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def _write(folder: Path, files: dict[str, bytes]) -> None:
-    for rel, data in files.items():
-        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-        (folder / rel).write_bytes(data)
-
-
-@pytest.fixture
-def tiny(monkeypatch, tmp_path, server):
-    """A temporary dataset ``tiny`` (folder ``group/tiny`` in a mirror) whose files the server holds."""
-    url, served, requests = server
-    _write(served, FILES)
-    ds = Dataset(
-        name="tiny", folder="group/tiny", description="test data", licence="CC0", attribution="nobody",
-        files=tuple(DataFile(rel, hashlib.sha256(data).hexdigest(), len(data), f"{url}/{rel}", "CC0")
-                    for rel, data in FILES.items()),
-    )
-    monkeypatch.setitem(DATASETS, "tiny", ds)
-    monkeypatch.setenv("URBANREPML_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("URBANREPML_DATA_MIRROR", raising=False)
-    return {"ds": ds, "served": served, "requests": requests, "cache": tmp_path / "data" / "datasets" / "group" / "tiny",
-            "mirror": tmp_path / "mirror"}
-
 
 def _cached_files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
@@ -92,7 +39,7 @@ def _error_lines(stderr: str) -> list[str]:
 
 
 def test_fetch_from_mirror_reads_no_network_and_caches_nothing(tiny, monkeypatch):
-    _write(tiny["mirror"] / "group" / "tiny", FILES)
+    write_files(tiny["mirror"] / "group" / "tiny", FILES)
     monkeypatch.setenv("URBANREPML_DATA_MIRROR", str(tiny["mirror"]))
     folder = fetch("tiny")
     assert folder == tiny["mirror"].resolve() / "group" / "tiny"
@@ -138,7 +85,7 @@ def test_longer_download_is_refused(tiny):
 
 
 def test_damaged_mirror_copy_is_an_error(tiny, monkeypatch):
-    _write(tiny["mirror"] / "group" / "tiny", {**FILES, "a.txt": b"x" * len(FILES["a.txt"])})
+    write_files(tiny["mirror"] / "group" / "tiny", {**FILES, "a.txt": b"x" * len(FILES["a.txt"])})
     monkeypatch.setenv("URBANREPML_DATA_MIRROR", str(tiny["mirror"]))
     with pytest.raises(UrbanReprError, match=r"mirror.*a\.txt does not match its checksum.*unset URBANREPML_DATA_MIRROR"):
         fetch("tiny")
@@ -154,7 +101,7 @@ def test_damaged_cache_copy_is_replaced(tiny):
 
 
 def test_mirror_missing_a_file_falls_through_to_download(tiny, monkeypatch):
-    _write(tiny["mirror"] / "group" / "tiny", {"a.txt": FILES["a.txt"]})
+    write_files(tiny["mirror"] / "group" / "tiny", {"a.txt": FILES["a.txt"]})
     monkeypatch.setenv("URBANREPML_DATA_MIRROR", str(tiny["mirror"]))
     assert fetch_file("tiny", "a.txt") == tiny["mirror"].resolve() / "group" / "tiny" / "a.txt"
     assert status("tiny") == "partial (1/2 files)"
@@ -167,7 +114,7 @@ def test_mirror_missing_a_file_without_source_names_file_mirror_and_fix(tiny, mo
     ds = tiny["ds"]
     monkeypatch.setitem(DATASETS, "tiny", Dataset(**{**ds.__dict__, "files": tuple(
         DataFile(f.path, f.sha256, f.size, None, f.licence) for f in ds.files)}))
-    _write(tiny["mirror"] / "group" / "tiny", {"a.txt": FILES["a.txt"]})
+    write_files(tiny["mirror"] / "group" / "tiny", {"a.txt": FILES["a.txt"]})
     monkeypatch.setenv("URBANREPML_DATA_MIRROR", str(tiny["mirror"]))
     with pytest.raises(UrbanReprError) as err:
         fetch("tiny")
@@ -225,7 +172,7 @@ def test_cache_dir_honours_data_dir_and_xdg(monkeypatch, tmp_path):
 
 
 def test_cli_list_and_fetch(tiny, monkeypatch, capsys):
-    _write(tiny["mirror"] / "group" / "tiny", FILES)
+    write_files(tiny["mirror"] / "group" / "tiny", FILES)
     monkeypatch.setenv("URBANREPML_DATA_MIRROR", str(tiny["mirror"]))
     assert datasets_main(["list"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -260,15 +207,9 @@ def test_cli_as_a_process(tmp_path):
     assert done.stdout.strip() == str(tmp_path / "data" / "datasets" / "helsinki")
 
 
-def _toml(tmp_path: Path, sources: str) -> Path:
-    path = tmp_path / "area.toml"
-    path.write_text(f'name = "t"\nboundary = [4.89, 52.36, 4.90, 52.37]\n[sources]\n{sources}\n')
-    return path
-
-
-def test_toml_dataset_syntax(tiny, tmp_path):
-    toml = _toml(tmp_path, 'osm = "dataset:tiny/a.txt"\ngtfs = ["dataset:tiny/sub/b.bin"]\nimages = "dataset:tiny"\n'
-                           '[sources.rasters]\nlocal = "own.tif"')
+def test_toml_dataset_syntax(tiny, tmp_path, study_area_toml):
+    toml = study_area_toml("t", [4.89, 52.36, 4.90, 52.37], filename="area.toml", sources={
+        "osm": "dataset:tiny/a.txt", "gtfs": ["dataset:tiny/sub/b.bin"], "images": "dataset:tiny", "rasters": {"local": "own.tif"}})
     (tmp_path / "own.tif").write_bytes(b"plain relative paths keep working")
     spec = load_study_area(toml)
     assert spec.sources.osm == tiny["cache"] / "a.txt" and spec.sources.gtfs == (tiny["cache"] / "sub/b.bin",)
@@ -280,8 +221,8 @@ def test_toml_dataset_syntax(tiny, tmp_path):
     ("dataset:tiny/zzz.pbf", r"'sources.osm' = 'dataset:tiny/zzz.pbf': dataset 'tiny' has no file 'zzz.pbf'"),
     ("dataset:", r"names no dataset; write \"dataset:<name>/<file>\""),
 ])
-def test_toml_dataset_syntax_errors(tiny, tmp_path, value, message):
-    toml = _toml(tmp_path, f'osm = "{value}"')
+def test_toml_dataset_syntax_errors(tiny, tmp_path, value, message, study_area_toml):
+    toml = study_area_toml("t", [4.89, 52.36, 4.90, 52.37], sources={"osm": value}, filename="area.toml")
     with pytest.raises(UrbanReprError, match=message) as err:
         load_study_area(toml)
     assert str(err.value).startswith(str(toml))

@@ -51,17 +51,6 @@ def write_feed(path, files):
     return path
 
 
-def write_area(tmp_path, feeds, box=BOX):
-    listed = ", ".join(f'"{f}"' for f in feeds)
-    toml = tmp_path / "area.toml"
-    toml.write_text(f'name = "gtfs_test"\nboundary = {box}\n[sources]\ngtfs = [{listed}]\n')
-    return toml
-
-
-
-
-
-
 def hav(lat1, lon1, lat2, lon2):
     p1, p2 = math.radians(lat1), math.radians(lat2)
     a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
@@ -69,9 +58,9 @@ def hav(lat1, lon1, lat2, lon2):
 
 
 @pytest.fixture
-def feed_area(tmp_path, data_dir):
+def feed_area(tmp_path, data_dir, study_area_toml):
     write_feed(tmp_path / "feed.zip", FEED)
-    spec = load_study_area(write_area(tmp_path, ["feed.zip"]))
+    spec = load_study_area(study_area_toml("gtfs_test", BOX, sources={"gtfs": ["feed.zip"]}, filename="area.toml"))
     return spec, build_area(spec, [9])
 
 
@@ -174,7 +163,7 @@ def test_bundled_feeds_end_to_end(tracking):
     ("no_service", "have no service on 2024-03-10"),
     ("corrupt", "is not a readable zip file"),
 ])
-def test_bad_feeds_one_line_and_no_table(tracking, tmp_path, capsys, case, message):
+def test_bad_feeds_one_line_and_no_table(tracking, tmp_path, capsys, case, message, study_area_toml):
     feed = tmp_path / "bad.zip"
     if case == "corrupt":
         feed.write_bytes(b"PK\x03\x04 this is not really a zip")
@@ -182,7 +171,7 @@ def test_bad_feeds_one_line_and_no_table(tracking, tmp_path, capsys, case, messa
         files = dict(FEED)
         files.pop({"no_stops": "stops.txt", "no_stop_times": "stop_times.txt"}.get(case, ""), None)
         write_feed(feed, files)
-    toml = write_area(tmp_path, ["bad.zip"])
+    toml = study_area_toml("gtfs_test", BOX, sources={"gtfs": ["bad.zip"]}, filename="area.toml")
     day = "2024-03-10" if case == "no_service" else "2024-03-05"
     entry = load_entry("gtfs")
     with pytest.raises(SystemExit) as exc:

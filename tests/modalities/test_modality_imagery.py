@@ -8,7 +8,8 @@ import pytest
 import torch
 from rasterio.transform import from_origin
 
-from tests.modalities.test_modality_raster import BOX, CELL_A, CELL_B, area_toml, disc_grid, run_entry_expect_error, write_tif
+from tests.support.processes import run_entry_expect_error
+from tests.support.rasters import BOX, CELL_A, CELL_B, disc_grid, write_tif
 from urbanrepml.areas import build_area
 from urbanrepml.config import load_study_area
 from urbanrepml.errors import UrbanReprError
@@ -26,25 +27,6 @@ def deq(v: int) -> float:
     return (v / 127.5) ** 2 * (1 if v > 0 else -1 if v < 0 else 0)
 
 
-@pytest.fixture
-def alphaearth_tif(tmp_path):
-    """64 int8 bands. Inside 25 m of A: band k = k - 32 on pixels with even (row + col), 0 on odd, -128 (NoData)
-    on the pixels of one column. Inside 15 m of B: 127 in every band. Elsewhere NoData."""
-    transform, shape, labels, rr, cc = disc_grid({CELL_A: 25.0, CELL_B: 15.0})
-    in_a, in_b = labels == CELL_A, labels == CELL_B
-    hole_col = int(np.median(cc[in_a]))
-    data = np.full((64, *shape), -128, dtype=np.int8)
-    for k in range(64):
-        band = data[k]
-        band[in_a] = np.where((rr[in_a] + cc[in_a]) % 2 == 0, k - 32, 0)
-        band[in_a & (cc == hole_col)] = -128
-        band[in_b] = 127
-    write_tif(tmp_path / "ae.tif", data, transform, nodata=-128)
-    valid_a = in_a & (cc != hole_col)
-    even_share = ((rr[valid_a] + cc[valid_a]) % 2 == 0).mean()
-    return tmp_path / "ae.tif", even_share, int(valid_a.sum())
-
-
 def test_dequantise_formula():
     v = np.array([-127, -64, -1, 0, 1, 64, 127], dtype=np.int8)
     np.testing.assert_allclose(dequantise(v), [deq(int(x)) for x in v])
@@ -52,9 +34,9 @@ def test_dequantise_formula():
     np.testing.assert_array_equal(quantise(dequantise(v)), v)  # the published format round-trips
 
 
-def test_alphaearth_local_by_hand(tmp_path, data_dir, alphaearth_tif):
+def test_alphaearth_local_by_hand(tmp_path, data_dir, alphaearth_tif, raster_area):
     path, even_share, _ = alphaearth_tif
-    spec = load_study_area(area_toml(tmp_path, {"alphaearth": path.name}))
+    spec = load_study_area(raster_area({"alphaearth": path.name}))
     f = AlphaEarthModality(2024, "local").compute(spec, build_area(spec, [9]), 9).features  # from [sources.rasters]
     assert list(f.columns) == BANDS and set(f.index) == {CELL_A, CELL_B}
     expected_a = [even_share * deq(k - 32) for k in range(64)]
@@ -62,7 +44,7 @@ def test_alphaearth_local_by_hand(tmp_path, data_dir, alphaearth_tif):
     np.testing.assert_allclose(f.loc[CELL_B].to_numpy(), np.full(64, (127 / 127.5) ** 2), rtol=1e-12)
 
 
-def test_alphaearth_float_raster_uses_its_own_nodata(tmp_path, data_dir):
+def test_alphaearth_float_raster_uses_its_own_nodata(tmp_path, data_dir, raster_area):
     """A float export declaring nodata=-9999: that pixel is masked (not -128), so A's mean ignores it."""
     transform, shape, labels, rr, cc = disc_grid({CELL_A: 25.0})
     in_a = labels == CELL_A
@@ -72,7 +54,7 @@ def test_alphaearth_float_raster_uses_its_own_nodata(tmp_path, data_dir):
     hole = tuple(np.argwhere(in_a)[0])
     data[:, hole[0], hole[1]] = -9999.0
     write_tif(tmp_path / "aef.tif", data, transform, nodata=-9999.0)
-    spec = load_study_area(area_toml(tmp_path, {"alphaearth": "aef.tif"}))
+    spec = load_study_area(raster_area({"alphaearth": "aef.tif"}))
     f = AlphaEarthModality().compute(spec, build_area(spec, [9]), 9).features
     keep = in_a.copy()
     keep[hole] = False
@@ -94,9 +76,9 @@ def test_alphaearth_end_to_end_on_porto_alegre(tracking, alphaearth_tif):
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["ae.tif"]
 
 
-def test_alphaearth_tiles_folder_and_wrong_band_count(tmp_path, data_dir, alphaearth_tif):
+def test_alphaearth_tiles_folder_and_wrong_band_count(tmp_path, data_dir, alphaearth_tif, raster_area):
     path, _, _ = alphaearth_tif
-    spec = load_study_area(area_toml(tmp_path, {"x": path.name}))
+    spec = load_study_area(raster_area({"x": path.name}))
     area = build_area(spec, [9])
     folder = tmp_path / "tiles"
     folder.mkdir()
@@ -140,22 +122,8 @@ def test_ee_unreachable_one_line_no_table(tracking, capsys, monkeypatch):
 # ---------------------------------------------------------------- aerial
 
 
-@pytest.fixture
-def ortho(tmp_path):
-    """RGB uint8 orthophoto, ~5 m pixels over A and its ring: red west of A's centroid + 0.0005 deg, blue east."""
-    lat, lon = h3.cell_to_latlng(CELL_A)
-    pix, half = 0.00005, 0.006
-    west, north = lon - half, lat + half
-    n = int(2 * half / pix)
-    data = np.zeros((3, n, n), dtype=np.uint8)
-    split = int((lon + 0.0005 - west) / pix)
-    data[0, :, :split] = 255
-    data[2, :, split:] = 255
-    return write_tif(tmp_path / "ortho.tif", data, from_origin(west, north, pix, pix))
-
-
-def test_tiles_cut_from_orthophoto(tmp_path, data_dir, ortho):
-    spec = load_study_area(area_toml(tmp_path, {}, box=BOX))
+def test_tiles_cut_from_orthophoto(tmp_path, data_dir, ortho, raster_area):
+    spec = load_study_area(raster_area({}, box=BOX))
     area = build_area(spec, [9])
     pos, tiles = tiles_from_orthophoto(ortho, area, 9, 16)
     ids = area.region_ids(9)[pos]
@@ -214,7 +182,7 @@ def test_encoders_from_weights(tmp_path):
         load_encoder(str(tmp_path / "other.pt"))
 
 
-def test_tile_folder(tmp_path, data_dir):
+def test_tile_folder(tmp_path, data_dir, raster_area):
     from PIL import Image
 
     folder = tmp_path / "tiles"
@@ -222,7 +190,7 @@ def test_tile_folder(tmp_path, data_dir):
     Image.new("RGB", (40, 40), (255, 0, 0)).save(folder / f"{CELL_A}.png")
     Image.new("RGB", (40, 40), (255, 0, 0)).save(folder / f"{CELL_B}.png")
     Image.new("RGB", (40, 40), (0, 0, 255)).save(folder / "8928308280fffff.png")  # a cell elsewhere: ignored
-    spec = load_study_area(area_toml(tmp_path, {}, extra='[sources]\nimages = "tiles"'))
+    spec = load_study_area(raster_area({}, sources={"images": "tiles"}))
     f = AerialModality(tile_px=16).compute(spec, build_area(spec, [9]), 9).features
     assert set(f.index) == {CELL_A, CELL_B}
     np.testing.assert_array_equal(f.loc[CELL_A].to_numpy(), f.loc[CELL_B].to_numpy())  # same image, same embedding

@@ -117,12 +117,6 @@ def tiny(tmp_path_factory):
     return t
 
 
-def _area_toml(folder, boundary, osm_path, name="osm_test"):
-    path = folder / "study_area.toml"
-    path.write_text(f'name = "{name}"\nboundary = {list(boundary)}\n\n[sources]\nosm = "{osm_path}"\n')
-    return path
-
-
 def test_registry_lists_osm_modalities():
     assert MODALITIES["poi"] is PoiModality and MODALITIES["roads"] is RoadsModality
 
@@ -192,8 +186,8 @@ def test_roads_step_bounds_the_border_error(tiny):
     assert fine.loc[tiny.c, "length_primary_m"] == pytest.approx(tiny.len_primary / 2, abs=0.5)
 
 
-def test_learned_embedders_on_tiny_and_amsterdam(tiny, tmp_path, data_dir):
-    spec = load_study_area(_area_toml(tmp_path, (4.99, 51.99, 5.01, 52.01), tiny.pbf))
+def test_learned_embedders_on_tiny_and_amsterdam(tiny, tmp_path, data_dir, study_area_toml):
+    spec = load_study_area(study_area_toml("osm_test", (4.99, 51.99, 5.01, 52.01), sources={"osm": tiny.pbf}, filename="study_area.toml"))
     area = build_area(spec, [RES])
     roads = RoadsModality("highway2vec", embedding_size=4, epochs=1).compute(spec, area, RES)
     assert roads.features.shape == (2, 4) and np.isfinite(roads.features.to_numpy()).all()
@@ -245,10 +239,10 @@ def test_entry_point_end_to_end_on_amsterdam(tracking, entry, n_min):
     assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} == {f"figures/{entry}_pc1.html"}
 
 
-def _bad_pbf_run(tracking, tmp_path, capsys, content: bytes, entry_cls):
+def _bad_pbf_run(study_area_toml, tmp_path, capsys, content: bytes, entry_cls):
     bad = tmp_path / "bad.osm.pbf"
     bad.write_bytes(content)
-    toml = _area_toml(tmp_path, (4.8906, 52.3657, 4.9037, 52.3737), bad, name="bad_osm")
+    toml = study_area_toml("bad_osm", (4.8906, 52.3657, 4.9037, 52.3737), sources={"osm": bad}, filename="study_area.toml")
     from urbanrepml.errors import cli_main
     from urbanrepml.stages.modality import run_modality_stage, table_path
 
@@ -266,22 +260,22 @@ def _bad_pbf_run(tracking, tmp_path, capsys, content: bytes, entry_cls):
 
 
 @pytest.mark.parametrize("entry_cls", [PoiModality, RoadsModality])
-def test_truncated_pbf_is_one_clear_line(tracking, tmp_path, capsys, entry_cls):
+def test_truncated_pbf_is_one_clear_line(tracking, tmp_path, capsys, entry_cls, study_area_toml):
     data = AMSTERDAM_PBF.read_bytes()
-    _bad_pbf_run(tracking, tmp_path, capsys, data[: len(data) // 2], entry_cls)
+    _bad_pbf_run(study_area_toml, tmp_path, capsys, data[: len(data) // 2], entry_cls)
 
 
-def test_garbage_pbf_is_one_clear_line(tracking, tmp_path, capsys):
+def test_garbage_pbf_is_one_clear_line(tracking, tmp_path, capsys, study_area_toml):
     rng = np.random.default_rng(0)
-    _bad_pbf_run(tracking, tmp_path, capsys, rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(), RoadsModality)
+    _bad_pbf_run(study_area_toml, tmp_path, capsys, rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(), RoadsModality)
 
 
 @pytest.mark.parametrize("entry_cls", [PoiModality, RoadsModality])
-def test_area_without_osm_data_fails_clearly(tracking, tmp_path, entry_cls):
+def test_area_without_osm_data_fails_clearly(tracking, tmp_path, entry_cls, study_area_toml):
     from urbanrepml.stages.modality import run_modality_stage, table_path
 
     # North Sea west of the Amsterdam extract: the PBF has nothing there
-    toml = _area_toml(tmp_path, (4.30, 52.40, 4.31, 52.405), AMSTERDAM_PBF, name="north_sea")
+    toml = study_area_toml("north_sea", (4.30, 52.40, 4.31, 52.405), sources={"osm": AMSTERDAM_PBF}, filename="study_area.toml")
     with pytest.raises(UrbanReprError, match=f"{entry_cls.name}: found no data inside study area 'north_sea'"):
         run_modality_stage(entry_cls(), str(toml), RES)
     assert not table_path("north_sea", entry_cls.name, RES).exists()

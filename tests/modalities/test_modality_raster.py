@@ -8,7 +8,8 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from tests.support.processes import error_lines, load_entry
+from tests.support.processes import run_entry_expect_error
+from tests.support.rasters import CELL_A, CELL_B, NODATA, disc_grid, write_tif
 from urbanrepml.areas import build_area
 from urbanrepml.config import load_study_area
 from urbanrepml.datasets import fetch
@@ -16,84 +17,10 @@ from urbanrepml.modalities.raster import RasterModality
 from urbanrepml.stages.modality import run_modality_stage, table_path
 from urbanrepml.tables import read_table
 
-CELL_A = h3.latlng_to_cell(-30.03, -51.22, 9)
-CELL_B = sorted(h3.grid_ring(CELL_A, 1))[0]
-BOX = [-51.235, -30.045, -51.205, -30.015]
-NODATA = -9999.0
-PIX_DEG = 0.0001  # ~10 m
 
-
-def write_tif(path, data, transform, crs="EPSG:4326", nodata=None, descriptions=None):
-    """Write a (bands, rows, cols) array as a GeoTIFF."""
-    data = np.asarray(data)
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype=data.dtype, crs=crs, transform=transform, nodata=nodata) as dst:
-        dst.write(data)
-        for i, d in enumerate(descriptions or []):
-            dst.set_band_description(i + 1, d)
-    return path
-
-
-def disc_grid(radius_m: dict[str, float], pix_deg: float = PIX_DEG, pad: float = 0.002):
-    """Lon/lat pixel grid around cells A and B; label = cell whose centroid is within radius, else None.
-
-    Returns (transform, shape, labels (rows, cols) of object, rows, cols index arrays).
-    """
-    cents = {c: h3.cell_to_latlng(c) for c in radius_m}
-    lats = [v[0] for v in cents.values()]
-    lons = [v[1] for v in cents.values()]
-    west, north = min(lons) - pad, max(lats) + pad
-    cols = int(round((max(lons) + pad - west) / pix_deg))
-    rows = int(round((north - (min(lats) - pad)) / pix_deg))
-    transform = from_origin(west, north, pix_deg, pix_deg)
-    cc, rr = np.meshgrid(np.arange(cols) + 0.5, np.arange(rows) + 0.5)
-    lon = west + cc * pix_deg
-    lat = north - rr * pix_deg
-    labels = np.full((rows, cols), None, dtype=object)
-    for cell, (clat, clon) in cents.items():
-        dy = (lat - clat) * 111_320
-        dx = (lon - clon) * 111_320 * np.cos(np.radians(clat))
-        labels[np.hypot(dx, dy) <= radius_m[cell]] = cell
-    return transform, (rows, cols), labels, rr.astype(int), cc.astype(int)
-
-
-def area_toml(tmp_path, rasters: dict[str, str], box=BOX, name="raster_test", extra=""):
-    lines = [f'name = "{name}"', f"boundary = {box}", extra, "[sources.rasters]"] + [f'{k} = "{v}"' for k, v in rasters.items()]
-    toml = tmp_path / "area.toml"
-    toml.write_text("\n".join(lines) + "\n")
-    return toml
-
-
-
-
-
-
-def run_entry_expect_error(name, argv, capsys) -> str:
-    entry = load_entry(name)
-    with pytest.raises(SystemExit) as exc:
-        entry.main(argv)
-    assert exc.value.code == 2
-    err = error_lines(capsys.readouterr().err)
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
-
-
-@pytest.fixture
-def two_cell_raster(tmp_path, data_dir):
-    """Band 1: 10 + (row + col) % 3 inside 25 m of A's centroid, 50 inside 15 m of B's, nodata elsewhere; band 2 = 2 x band 1."""
-    transform, shape, labels, rr, cc = disc_grid({CELL_A: 25.0, CELL_B: 15.0})
-    band = np.full(shape, NODATA, dtype=np.float32)
-    in_a, in_b = labels == CELL_A, labels == CELL_B
-    band[in_a] = 10 + (rr[in_a] + cc[in_a]) % 3
-    band[in_b] = 50
-    data = np.stack([band, np.where(band == NODATA, NODATA, 2 * band)]).astype(np.float32)
-    write_tif(tmp_path / "two.tif", data, transform, nodata=NODATA, descriptions=["red", ""])
-    return tmp_path / "two.tif", band[in_a].astype(np.float64), band[in_b].astype(np.float64)
-
-
-def test_two_cells_by_construction(two_cell_raster, tmp_path):
+def test_two_cells_by_construction(two_cell_raster, tmp_path, raster_area):
     path, a_vals, b_vals = two_cell_raster
-    spec = load_study_area(area_toml(tmp_path, {"dem": path.name}))
+    spec = load_study_area(raster_area({"dem": path.name}))
     area = build_area(spec, [9])
     f = RasterModality().compute(spec, area, 9).features
     assert set(f.index) == {CELL_A, CELL_B}  # nodata everywhere else
@@ -108,7 +35,7 @@ def test_two_cells_by_construction(two_cell_raster, tmp_path):
     assert list(g.index) == [CELL_A]
 
 
-def test_duplicate_band_descriptions_get_band_index(tmp_path, data_dir):
+def test_duplicate_band_descriptions_get_band_index(tmp_path, data_dir, raster_area):
     from urbanrepml.sources.rasterstats import raster_cell_stats, unique_names
 
     assert unique_names(["red", "nir", "red"]) == ["red_1", "nir", "red_3"]
@@ -117,13 +44,13 @@ def test_duplicate_band_descriptions_get_band_index(tmp_path, data_dir):
     band = np.where(labels == CELL_A, 1.0, NODATA).astype(np.float32)
     data = np.stack([band, np.where(band == NODATA, NODATA, 3 * band)]).astype(np.float32)
     write_tif(tmp_path / "dup.tif", data, transform, nodata=NODATA, descriptions=["red", "red"])
-    spec = load_study_area(area_toml(tmp_path, {"dup": "dup.tif"}))
+    spec = load_study_area(raster_area({"dup": "dup.tif"}))
     f = raster_cell_stats([tmp_path / "dup.tif"], build_area(spec, [9]), 9, stats=("mean",))
     assert list(f.columns) == ["red_1_mean", "red_2_mean"]
     assert f.loc[CELL_A, "red_1_mean"] == 1.0 and f.loc[CELL_A, "red_2_mean"] == 3.0
 
 
-def test_projected_raster_is_reprojected_by_points(tmp_path, data_dir):
+def test_projected_raster_is_reprojected_by_points(tmp_path, data_dir, raster_area):
     from pyproj import Transformer
 
     to_utm = Transformer.from_crs("EPSG:4326", "EPSG:32722", always_xy=True)
@@ -138,7 +65,7 @@ def test_projected_raster_is_reprojected_by_points(tmp_path, data_dir):
     near_b = np.hypot(x - bx, y - by) <= 30
     band[near_a], band[near_b] = 7, 9
     path = write_tif(tmp_path / "utm.tif", band[None], from_origin(west, north, size, size), crs="EPSG:32722", nodata=255)
-    spec = load_study_area(area_toml(tmp_path, {"utm": path.name}))
+    spec = load_study_area(raster_area({"utm": path.name}))
     f = RasterModality("utm").compute(spec, build_area(spec, [9]), 9).features
     assert set(f.index) == {CELL_A, CELL_B}
     assert f.loc[CELL_A, "utm_b1_count"] == near_a.sum() and f.loc[CELL_A, "utm_b1_mean"] == 7
@@ -172,25 +99,25 @@ def test_bundled_dem_end_to_end_matches_per_pixel_h3(tracking):
     assert run.data.metrics["cells_with_data"] == len(ids)
 
 
-def test_no_overlap_one_line_no_table(tracking, tmp_path, capsys):
+def test_no_overlap_one_line_no_table(tracking, tmp_path, capsys, raster_area):
     data = np.ones((1, 10, 10), dtype=np.uint8)
     write_tif(tmp_path / "far.tif", data, from_origin(4.89, 52.37, 0.001, 0.001))  # Amsterdam
-    toml = area_toml(tmp_path, {"far": "far.tif"})
+    toml = raster_area({"far": "far.tif"})
     line = run_entry_expect_error("raster", ["--study_area", str(toml), "--resolution", "9"], capsys)
     assert "does not overlap study area 'raster_test'" in line and "far.tif" in line
     assert not table_path("raster_test", "raster", 9).exists()
 
 
-def test_no_crs_one_line_no_table(tracking, tmp_path, capsys):
+def test_no_crs_one_line_no_table(tracking, tmp_path, capsys, raster_area):
     data = np.ones((1, 10, 10), dtype=np.uint8)
     write_tif(tmp_path / "nocrs.tif", data, from_origin(-51.22, -30.03, 0.001, 0.001), crs=None)
-    toml = area_toml(tmp_path, {"nocrs": "nocrs.tif"})
+    toml = raster_area({"nocrs": "nocrs.tif"})
     line = run_entry_expect_error("raster", ["--study_area", str(toml), "--resolution", "9", "--min_pixels", "1"], capsys)
     assert "has no CRS" in line and "nocrs.tif" in line
     assert not table_path("raster_test", "raster", 9).exists()
 
 
-def test_unknown_raster_name(tmp_path, two_cell_raster, capsys, tracking):
-    toml = area_toml(tmp_path, {"dem": "two.tif"})
+def test_unknown_raster_name(tmp_path, two_cell_raster, capsys, tracking, raster_area):
+    toml = raster_area({"dem": "two.tif"})
     line = run_entry_expect_error("raster", ["--study_area", str(toml), "--rasters", "dem,slope"], capsys)
     assert "['slope'] not in [sources.rasters]" in line

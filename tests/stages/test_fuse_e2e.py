@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from tests.tracking.test_tracking_e2e import run_mlflow_project
+from tests.support.processes import run_mlflow_project
 from urbanrepml.areas import h3ops
 from urbanrepml.tables import read_table
 
@@ -53,7 +53,7 @@ def test_fuse_entry_point_builds_modalities_trains_and_registers(tracking_server
     assert list(by_point["region_id"]) == ids[:2]
 
 
-def test_fuse_fails_on_a_corrupt_source_and_registers_nothing(tracking, tmp_path):
+def test_fuse_fails_on_a_corrupt_source_and_registers_nothing(tracking, tmp_path, study_area_toml):
     import pytest
 
     from urbanrepml.datasets import fetch
@@ -63,8 +63,7 @@ def test_fuse_fails_on_a_corrupt_source_and_registers_nothing(tracking, tmp_path
 
     pbf = (fetch("amsterdam") / "amsterdam_centre.osm.pbf").read_bytes()
     (tmp_path / "cut.osm.pbf").write_bytes(pbf[: len(pbf) // 2])
-    toml = tmp_path / "cut.toml"
-    toml.write_text('name = "cut"\nboundary = [4.8906, 52.3657, 4.9037, 52.3737]\n[sources]\nosm = "cut.osm.pbf"\n')
+    toml = study_area_toml("cut", [4.8906, 52.3657, 4.9037, 52.3737], sources={"osm": "cut.osm.pbf"})
     with pytest.raises(UrbanReprError, match="cut.osm.pbf"):
         run_fuse_stage(FuseParams(study_area=str(toml), model="concat"))
     client = MlflowClient(tracking)

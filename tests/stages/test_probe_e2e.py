@@ -1,7 +1,7 @@
 """The probe and cluster stages end to end on a real SQLite store, on Porto Alegre's real targets.
 
-The embeddings are a contract table written here: random Fourier features of the
-cell centres (a learnable but imperfect function of space). A stand-in modality
+The embeddings are a contract table written by ``tests.support.tables.coords_table``: random
+Fourier features of the cell centres (a learnable but imperfect function of space). A stand-in modality
 table of the same kind is logged as a stage-1 run, so the probe computes the
 concat/ring baselines from the tracking store like it does for real tables.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,60 +17,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.support import REPO
-from tests.support.processes import clean_env
+from tests.support.areas import HEXGRID, poa_area
+from tests.support.processes import clean_env, run_script
+from tests.support.tables import coords_table, log_modality_table
 from urbanrepml.areas import build_area, h3ops
-from urbanrepml.datasets import fetch
 from urbanrepml.errors import UrbanReprError
-from urbanrepml.tables import EmbeddingTable, TableMeta, to_embedding_frame, write_table
+from urbanrepml.tables import EmbeddingTable, write_table
 
 TARGETS = ["log1p_jobs", "schools"]
-HEXGRID = fetch("porto_alegre") / "poa_hexgrid.csv"
-
-
-def poa_area(tmp_path: Path, name: str, targets: str | None = None) -> str:
-    """Porto Alegre under its own name (the session's tracking store is shared; names keep tests apart).
-
-    Default targets: log1p jobs and schools from the bundled hexgrid (two of the four, to keep the test short).
-    """
-    if targets is None:
-        targets = (f'[targets.hexgrid]\npath = "{HEXGRID}"\nid = "id"\ncolumns = ["jobs", "schools"]\n'
-                   'transform = { jobs = "log1p" }\n')
-    path = tmp_path / f"{name}.toml"
-    path.write_text(f'name = "{name}"\nboundary = [-51.266, -30.113, -51.132, -29.988]\n\n{targets}')
-    return str(path)
-
-
-def coords_table(path: Path, area: str, modality: str = "coords", seed: int = 0, res: int = 9) -> EmbeddingTable:
-    """Random Fourier features of the cell centres of ``area`` (a name or TOML path) as a contract table."""
-    from urbanrepml.config import load_study_area
-
-    spec = load_study_area(area)
-    built = build_area(spec, [res])
-    cells = built.cells(res)
-    lat, lon = h3ops.cell_centroids(cells)
-    z = np.column_stack([(lat - lat.mean()) / lat.std(), (lon - lon.mean()) / lon.std()])
-    w = np.random.default_rng(seed).normal(size=(2, 4)) * 2.0
-    frame, names = to_embedding_frame(np.column_stack([np.sin(z @ w), np.cos(z @ w), z]), built.region_ids(res), modality)
-    table = EmbeddingTable(frame, TableMeta(modality=modality, resolution=res, study_area=spec.name, prefix=modality, feature_names=names))
-    write_table(table, path, area_cells=cells)
-    return table
-
-
-def log_modality_table(area: str) -> str:
-    """A finished stage-1 run holding a 'coords' modality table of ``area`` (what fusion inputs look for)."""
-    from urbanrepml.config import load_study_area
-    from urbanrepml.stages.modality import table_path
-    from urbanrepml.tracking import log_embedding_table, stage_run
-
-    name = load_study_area(area).name
-    with stage_run("modality", name, tags={"modality": "coords", "resolution": 9}) as run:
-        log_embedding_table(coords_table(table_path(name, "coords", 9), area, seed=1))
-    return run.info.run_id
-
-
-def run_entry(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = clean_env(URBANREPML_DATA_DIR=str(cwd / "data"))
-    return subprocess.run([sys.executable, str(REPO / "entrypoints" / script), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
 def only_run(client: MlflowClient, area_name: str, stage: str):
@@ -84,7 +37,7 @@ def test_probe_entry_point_logs_metrics_baselines_folds_and_figures(tracking, tm
     area = poa_area(tmp_path, "poa_e2e_table")
     log_modality_table(area)
     coords_table(tmp_path / "emb.parquet", area, seed=0)
-    proc = run_entry("probe.py", ["--study_area", area, "--table", str(tmp_path / "emb.parquet")], tmp_path)
+    proc = run_script("probe.py", ["--study_area", area, "--table", str(tmp_path / "emb.parquet")], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "baselines computed from modality tables coords" in proc.stdout, proc.stdout
     client = MlflowClient(tracking)
@@ -168,19 +121,19 @@ def test_bad_inputs_are_one_clear_line(tracking, tmp_path):
     emb = tmp_path / "emb.parquet"
     coords_table(emb, area)
     # fewer spatial blocks than folds: through the entry point, exit 2 and one line
-    proc = run_entry("probe.py", ["--study_area", area, "--table", str(emb), "--block_resolution", "4"], tmp_path)
+    proc = run_script("probe.py", ["--study_area", area, "--table", str(emb), "--block_resolution", "4"], tmp_path)
     assert proc.returncode == 2
     assert [ln for ln in proc.stderr.strip().splitlines() if " INFO mlflow." not in ln] == [  # a fresh store logs its creation
         "error: only 3 spatial block(s) at block_resolution 4 hold the 1227 probed cells, fewer than folds=5; "
         "use a finer block_resolution (e.g. 5) or fewer folds"]
     # a target file that does not overlap the area
     pd.DataFrame({"la": [52.37, 52.371], "lo": [4.89, 4.891], "v": [1.0, 2.0]}).to_csv(tmp_path / "far.csv", index=False)
-    far = poa_area(tmp_path, "poa_e2e_bad", '[targets.far]\npath = "far.csv"\nlat = "la"\nlon = "lo"\ncolumns = ["v"]\n')
+    far = poa_area(tmp_path, "poa_e2e_bad", {"far": {"path": "far.csv", "lat": "la", "lon": "lo", "columns": ["v"]}})
     with pytest.raises(UrbanReprError, match=r"\[targets.far\] far.csv has no values on any of the 2093 cells"):
         run_probe_stage(far, table=str(emb))
     # a constant target
     pd.DataFrame({"id": pd.read_csv(HEXGRID)["id"], "c": 1.0}).to_csv(tmp_path / "const.csv", index=False)
-    const = poa_area(tmp_path, "poa_e2e_bad", '[targets.k]\npath = "const.csv"\nid = "id"\ncolumns = ["c"]\n')
+    const = poa_area(tmp_path, "poa_e2e_bad", {"k": {"path": "const.csv", "id": "id", "columns": ["c"]}})
     with pytest.raises(UrbanReprError, match=r"target 'c' .* is constant \(1\) on its 1227 cell\(s\); R² is undefined"):
         run_probe_stage(const, table=str(emb))
     # a target that varies on the area's cells but is constant on the probed ones (the embedding covers only part)
@@ -194,7 +147,7 @@ def test_bad_inputs_are_one_clear_line(tracking, tmp_path):
     canon = h3ops.cells_to_str(h3ops.parse_cells(ids))
     pd.DataFrame({"id": ids, "v": np.random.default_rng(0).normal(size=len(ids)),
                   "d": np.where(pd.Index(canon).isin(part), 1.0, 2.0)}).to_csv(tmp_path / "part.csv", index=False)
-    partly = poa_area(tmp_path, "poa_e2e_bad", '[targets.p]\npath = "part.csv"\nid = "id"\ncolumns = ["v", "d"]\n')
+    partly = poa_area(tmp_path, "poa_e2e_bad", {"p": {"path": "part.csv", "id": "id", "columns": ["v", "d"]}})
     with pytest.raises(UrbanReprError, match=r"^target\(s\) 'd' \(1 distinct value\(s\)\) are constant on the \d+ probed cells"):
         run_probe_stage(partly, table=str(half))
     # a model URI that does not exist; no registered model at all

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.stages.test_probe_e2e import coords_table, log_modality_table, poa_area
-from tests.tuning.test_tuning import _entry, _main
+from tests.support.areas import poa_area
+from tests.support.processes import entry_main, entry_process
+from tests.support.tables import coords_table, log_modality_table
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.tracking.promotion import Evidence, decide, evidence_of
 
@@ -41,7 +42,7 @@ def _noise(ids):
 
 def _informed(ids):
     """Noisy copies of the targets (a stand-in for an embedding that really is better than the baselines)."""
-    from tests.stages.test_probe_e2e import HEXGRID
+    from tests.support.areas import HEXGRID
     from urbanrepml.areas import h3ops
 
     grid = pd.read_csv(HEXGRID)
@@ -156,12 +157,12 @@ def test_decide_rules_and_refusals(tracking):
 
 def test_promote_without_versions_is_one_clear_line(tracking, tmp_path, capsys):
     area = poa_area(tmp_path, "poa_promote_empty")
-    code, _, err = _main("promote.py", ["--study_area", area], capsys)
+    code, _, err = entry_main("promote.py", ["--study_area", area], capsys)
     assert code == 2
     assert err.strip().splitlines()[-1] == ("error: registered model 'urbanrepml-poa_promote_empty' has no versions to promote; run "
                                    "`mlflow run . -e fuse` (or -e tune) with study_area=poa_promote_empty first")
     for bad in ("nan", "-0.1", "inf"):  # a min_gain that is not a finite number >= 0: one line, before anything else
-        code, _, err = _main("promote.py", ["--study_area", area, "--min_gain", bad], capsys)
+        code, _, err = entry_main("promote.py", ["--study_area", area, "--min_gain", bad], capsys)
         assert code == 2 and err.strip().splitlines()[-1].startswith("error: min_gain must be a finite number >= 0") and bad in err
 
 
@@ -170,7 +171,7 @@ def test_pipeline_nested_runs_and_summary(tracking, tmp_path):
     name = "poa_pipe"
     area = poa_area(tmp_path, name)
     modality_run = log_modality_table(area)
-    proc = _entry("pipeline.py", ["--study_area", area, "--epochs", "2"], tmp_path)
+    proc = entry_process("pipeline.py", ["--study_area", area, "--epochs", "2"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "# Pipeline summary: poa_pipe" in proc.stdout and "| coords | reused |" in proc.stdout
     client = MlflowClient(tracking)
@@ -198,15 +199,14 @@ def test_pipeline_nested_runs_and_summary(tracking, tmp_path):
     assert set(csv["section"]) == {"modality", "fusion", "probe", "promote"}
 
 
-def test_pipeline_fails_when_a_named_modality_source_fails(tracking, tmp_path):
+def test_pipeline_fails_when_a_named_modality_source_fails(tracking, tmp_path, study_area_toml):
     """A modality whose sources the area names but which fails to build fails the pipeline (no silent fusing without it)."""
     from urbanrepml.datasets import fetch
     from urbanrepml.stages.pipeline import run_pipeline
 
     pbf = (fetch("amsterdam") / "amsterdam_centre.osm.pbf").read_bytes()
     (tmp_path / "cut.osm.pbf").write_bytes(pbf[: len(pbf) // 2])
-    toml = tmp_path / "pipecut.toml"
-    toml.write_text('name = "pipecut"\nboundary = [4.8906, 52.3657, 4.9037, 52.3737]\n[sources]\nosm = "cut.osm.pbf"\n')
+    toml = study_area_toml("pipecut", [4.8906, 52.3657, 4.9037, 52.3737], sources={"osm": "cut.osm.pbf"})
     with pytest.raises(UrbanReprError, match=r"modality '\w+' of study area 'pipecut' failed to build .*cut\.osm\.pbf"):
         run_pipeline(str(toml), model="concat", epochs=1)
     client = MlflowClient(tracking)

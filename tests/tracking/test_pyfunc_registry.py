@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from urbanrepml.areas import build_area, h3ops
+from urbanrepml.areas import h3ops
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.tables import EmbeddingTable, TableMeta, to_embedding_frame
 
@@ -20,11 +20,6 @@ def fused_table(study_area: str, area, run_id: str | None = None) -> EmbeddingTa
     frame, names = to_embedding_frame(values, ids, "fused")
     meta = TableMeta("fused", 9, study_area, "fused", producer_run_id=run_id, feature_names=names)
     return EmbeddingTable(frame, meta)
-
-
-@pytest.fixture
-def amsterdam(data_dir):
-    return build_area("amsterdam", [9])
 
 
 def log_and_register(study_area: str, area, alias="candidate"):

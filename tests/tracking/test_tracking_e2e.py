@@ -9,11 +9,7 @@ import sys
 from mlflow.tracking import MlflowClient
 
 from tests.support import REPO
-from tests.support.processes import mlflow_run
-
-
-def run_mlflow_project(entry: str, params: dict, tracking_uri: str, cwd, experiment: str | None = None):
-    return mlflow_run(entry, params, cwd, experiment=experiment, env={"MLFLOW_TRACKING_URI": tracking_uri})
+from tests.support.processes import run_mlflow_project
 
 
 def test_area_entry_point_end_to_end(tracking_server, tmp_path):

@@ -1,8 +1,8 @@
 """The `tune` entry point and the study logic on a real SQLite store (and the real PostgreSQL server).
 
 Fusion trials run on Porto Alegre under its own name with a stand-in modality table (random Fourier
-features of the cell centres, as in test_probe_e2e) and tiny epoch budgets; the infrastructure
-checks use a cheap objective (tests/tune_objectives.py).
+features of the cell centres, tests/support/tables.py) and tiny epoch budgets; the infrastructure
+checks use a cheap objective (tests/support/tune_objectives.py).
 """
 
 from __future__ import annotations
@@ -19,32 +19,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.support import REPO
-from tests.support.processes import clean_env
+from tests.support.areas import poa_area
+from tests.support.processes import clean_env, entry_main, entry_process
+from tests.support.tables import log_modality_table
 from tests.support.tune_objectives import SlowQuadratic
-from tests.stages.test_probe_e2e import log_modality_table, poa_area
 from urbanrepml.errors import UrbanReprError
-
-
-def _entry(script: str, args: list[str], cwd, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = clean_env(URBANREPML_DATA_DIR=str(cwd / "data"), PYTHONPATH=str(REPO), **(env_extra or {}))
-    return subprocess.run([sys.executable, str(REPO / "entrypoints" / script), *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
-
-
-def _main(script: str, args: list[str], capsys) -> tuple[int, str, str]:
-    """Run an entry script's main() in this process (same code path as the CLI, without the start-up cost)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"entry_{script[:-3]}", REPO / "entrypoints" / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    code = 0
-    try:
-        module.main(args)
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _children(client: MlflowClient, parent) -> list:
@@ -100,7 +79,7 @@ def test_tune_fusion_end_to_end_and_continue(tracking, tmp_path, capsys):
     assert {a.path for a in client.list_artifacts(best_run, "baselines")} >= {"baselines/concat_res9.parquet", "baselines/ring_res9.parquet"}
 
     # Same study_name + storage: the study continues (2 -> 3 finished), a new parent run, no duplicate registration.
-    code, out, err = _main("tune.py", ["--study_area", area, "--n_trials", "1", "--max_epochs", "2", "--models", "full_unet,ring",
+    code, out, err = entry_main("tune.py", ["--study_area", area, "--n_trials", "1", "--max_epochs", "2", "--models", "full_unet,ring",
                                        "--sampler", "random"], capsys)
     assert code == 0, err[-4000:]
     assert "continuing from 2 trials" in out
@@ -112,14 +91,14 @@ def test_tune_fusion_end_to_end_and_continue(tracking, tmp_path, capsys):
 
 def test_bad_input_lines(tracking, tmp_path, capsys):
     # n_trials=0
-    code, _, err = _main("tune.py", ["--study_area", "porto_alegre", "--n_trials", "0"], capsys)
+    code, _, err = entry_main("tune.py", ["--study_area", "porto_alegre", "--n_trials", "0"], capsys)
     assert code == 2 and err.strip() == "error: n_trials must be at least 1, got 0"
     # unreachable PostgreSQL URL: named, password hidden, one line, no run left behind
     from tests.support.mlflow_server import free_port
 
     secret = "s3cr3t-" + secrets.token_hex(4)
     url = f"postgresql://alice:{secret}@127.0.0.1:{free_port()}/optuna"
-    code, out, err = _main("tune.py", ["--study_area", "porto_alegre", "--n_trials", "2", "--storage", url], capsys)
+    code, out, err = entry_main("tune.py", ["--study_area", "porto_alegre", "--n_trials", "2", "--storage", url], capsys)
     assert code == 2, err
     line = err.strip()
     assert len(line.splitlines()) == 1 and secret not in err + out
@@ -128,10 +107,10 @@ def test_bad_input_lines(tracking, tmp_path, capsys):
     if exp is not None:
         assert not MlflowClient(tracking).search_runs([exp.experiment_id], filter_string="tags.`urbanrepml.stage` = 'tune'")
     # a storage that is neither a URL nor a known file kind
-    code, _, err = _main("tune.py", ["--study_area", "porto_alegre", "--storage", "somewhere.txt"], capsys)
+    code, _, err = entry_main("tune.py", ["--study_area", "porto_alegre", "--storage", "somewhere.txt"], capsys)
     assert code == 2 and "neither a URL nor a .db/.journal file" in err
     # the CLI itself: one line on stderr, exit 2 (one real process)
-    proc = _entry("tune.py", ["--study_area", "porto_alegre", "--n_trials", "0"], tmp_path)
+    proc = entry_process("tune.py", ["--study_area", "porto_alegre", "--n_trials", "0"], tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip() == "error: n_trials must be at least 1, got 0"
 
 

@@ -21,15 +21,6 @@ from urbanrepml.tracking.fusion import load_baseline_tables, log_baselines
 E = np.e
 
 
-@pytest.fixture(scope="module")
-def disk():
-    """The 7 cells of a res-9 H3 disk (centre + 1-ring), sorted, with their 1-ring graph."""
-    centre = h3.latlng_to_cell(52.37, 4.90, 9)
-    cells = np.sort(h3ops.parse_cells(h3.grid_disk(centre, 1)))
-    centre_pos = int(np.flatnonzero(h3ops.cells_to_str(cells) == centre)[0])
-    return cells, h3ops.neighbour_edges(cells), centre_pos
-
-
 # (w0, w1, w2) with K = 2, before renormalising.
 WEIGHTS = {
     "exponential": (1.0, E ** -1, E ** -2),
@@ -120,15 +111,17 @@ def test_ring_bad_input():
         ring_baseline(np.zeros((2, 1)), edges, 3, 1)
 
 
-def test_log_and_load_baselines(tracking, tmp_path):
+def test_log_and_load_baselines(tracking, tmp_path, study_area_toml):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from tests.tasks.fusion.test_fusion_inputs import make_area_file, write_modality
+    from tests.support.areas import AMSTERDAM_BBOX, unique_area_name
+    from tests.support.tables import write_modality
     from urbanrepml.areas import build_area
     from urbanrepml.tasks.fusion.inputs import load_fusion_inputs
 
-    name, toml = make_area_file(tmp_path)
+    name = unique_area_name("fi")
+    toml = study_area_toml(name, AMSTERDAM_BBOX)
     area = build_area(toml, [9])
     ids = area.region_ids(9)
     raster = write_modality(tmp_path / "r.parquet", "raster", ids[:10], np.arange(10.0), study_area=name)

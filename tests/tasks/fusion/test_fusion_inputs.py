@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -12,45 +11,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.support.areas import AMSTERDAM_BBOX, unique_area_name
+from tests.support.processes import one_line_error
+from tests.support.tables import write_modality
 from urbanrepml.areas import build_area
 from urbanrepml.errors import UrbanReprError
-from urbanrepml.tables import EmbeddingTable, TableMeta, file_digest, to_embedding_frame, write_table
+from urbanrepml.tables import TableMeta, file_digest
 from urbanrepml.tasks.fusion.inputs import ZERO_FILL, load_fusion_inputs, parse_tables_param
 from urbanrepml.tracking.fusion import find_modality_tables, log_fusion_inputs, store_tables
-
-AMSTERDAM_BBOX = [4.8906, 52.3657, 4.9037, 52.3737]  # the bundled amsterdam boundary: 16 res-9 cells
-
-
-def make_area_file(tmp_path: Path, name: str | None = None) -> tuple[str, Path]:
-    """A study area with the bundled amsterdam box under a unique name (isolates the shared store)."""
-    name = name or f"fi_{uuid.uuid4().hex[:8]}"
-    path = tmp_path / f"{name}.toml"
-    path.write_text(f'name = "{name}"\nboundary = {AMSTERDAM_BBOX}\n')
-    return name, path
-
-
-def write_modality(path: Path, modality: str, region_ids, values, *, study_area: str, resolution: int = 9,
-                   run_id: str | None = None, names=None) -> Path:
-    values = np.asarray(values, dtype=np.float32)
-    if values.ndim == 1:
-        values = values[:, None]
-    frame, default_names = to_embedding_frame(values, region_ids, modality)
-    meta = TableMeta(modality=modality, resolution=resolution, study_area=study_area, prefix=modality,
-                     producer_run_id=run_id, feature_names=list(names or default_names))
-    return write_table(EmbeddingTable(frame, meta), path)
-
-
-def one_line_error(excinfo) -> str:
-    message = str(excinfo.value)
-    assert "\n" not in message and message
-    return message
-
-
-@pytest.fixture
-def area_setup(tmp_path, data_dir):
-    name, toml = make_area_file(tmp_path)
-    area = build_area(toml, [8, 9])
-    return name, toml, area
 
 
 def zscore(v):
@@ -196,11 +164,12 @@ def _log_modality_run(name: str, modality: str, path: Path, ids, values, stage: 
         return run.info.run_id
 
 
-def test_discovery_and_logging_in_real_store(tracking, tmp_path, data_dir):
+def test_discovery_and_logging_in_real_store(tracking, tmp_path, data_dir, study_area_toml):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    name, toml = make_area_file(tmp_path)
+    name = unique_area_name("fi")
+    toml = study_area_toml(name, AMSTERDAM_BBOX)
     area = build_area(toml, [9])
     ids = area.region_ids(9)
 

@@ -15,36 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.support import REPO
-from urbanrepml.areas import build_area, h3ops
-from urbanrepml.tables import EmbeddingTable, TableMeta, read_table, to_embedding_frame, write_table
-
-# ~1,500 res-9 cells in central Porto Alegre
-BOX = (-51.24, -30.08, -51.12, -29.98)
-
-
-def _table(cells: np.ndarray, modality: str, area: str, res: int, d: int, seed: int, path: Path) -> Path:
-    lat, lon = h3ops.cell_centroids(cells)
-    rng = np.random.default_rng(seed)
-    feats = np.stack([lat, lon, np.sin(lat * 50), np.cos(lon * 50)], 1) @ rng.standard_normal((4, d))
-    feats += 0.1 * rng.standard_normal(feats.shape)
-    frame, _ = to_embedding_frame(feats.astype(np.float32), h3ops.cells_to_str(cells), modality)
-    return write_table(EmbeddingTable(frame, TableMeta(modality, res, area, modality)), path)
-
-
-@pytest.fixture(scope="module")
-def small_area(tmp_path_factory):
-    """A bbox study area (own name, so its experiment is fresh) and two synthetic modality tables at res 9."""
-    root = tmp_path_factory.mktemp("fuse-area")
-    name = f"fuse_small_{os.getpid()}"
-    toml = root / "study_area.toml"
-    toml.write_text(f'name = "{name}"\nboundary = [{BOX[0]}, {BOX[1]}, {BOX[2]}, {BOX[3]}]\n')
-    area = build_area(toml, [8, 9], use_cache=False)
-    cells = area.cells(9)
-    raster = _table(cells, "raster", name, 9, 6, 0, root / "raster_res9.parquet")
-    keep = cells[::3]  # a zero-fill modality with gaps -> indicator column
-    poi = _table(keep, "poi", name, 9, 4, 1, root / "poi_res9.parquet")
-    roads8 = _table(area.cells(8), "roads", name, 8, 3, 2, root / "roads_res8.parquet")
-    return {"name": name, "toml": toml, "tables": f"raster={raster},poi={poi}", "roads8": roads8, "n_cells": len(cells)}
+from urbanrepml.tables import read_table
 
 
 def _fuse_cmd(area: dict, *extra: str, launcher: list[str] | None = None) -> list[str]:
