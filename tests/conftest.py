@@ -27,6 +27,13 @@ def pytest_configure(config):
         os.environ["URBANREPML_DATA_MIRROR"] = str(SHARED_DATA)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests against a real `mlflow server` (the ``tracking_server`` fixture) are ``e2e`` without saying so."""
+    for item in items:
+        if "tracking_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
+
+
 def pytest_unconfigure(config):
     if not _MIRROR_WAS_SET:
         os.environ.pop("URBANREPML_DATA_MIRROR", None)

@@ -18,7 +18,7 @@ def poa_ids():
 
 @pytest.fixture
 def targets_area(study_area_toml):
-    """``targets_area({name: {field: value}}) -> str``: ``area.toml`` of the bundled Amsterdam extract (16 res-9 cells), area ``tiny``."""
+    """``targets_area({name: {field: value}})``: ``area.toml`` of area ``tiny`` (the bundled Amsterdam box, 16 res-9 cells)."""
 
     def make(targets: dict) -> str:
         return str(study_area_toml("tiny", AMSTERDAM_BBOX, targets=targets, filename="area.toml"))

@@ -126,6 +126,7 @@ def test_parse_cells_rejects_bad_ids():
     assert h3ops.cells_to_str(h3ops.parent_cells(cells, 7))[0] == h3.cell_to_parent("89a90e1a6cfffff", 7)
 
 
+@pytest.mark.e2e
 def test_cli_bad_input_is_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "entrypoints" / "area.py"), "--study_area", str(tmp_path / "nope.toml")],

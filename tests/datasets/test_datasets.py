@@ -191,6 +191,7 @@ def test_cli_list_and_fetch(tiny, monkeypatch, capsys):
     assert exit_.value.code == 2
 
 
+@pytest.mark.e2e
 def test_cli_as_a_process(tmp_path):
     env = clean_env(URBANREPML_DATA_DIR=str(tmp_path / "data"))
     env.pop("URBANREPML_DATA_MIRROR", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import mlflow
 import numpy as np
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.support.processes import run_mlflow_project
@@ -12,6 +13,7 @@ from urbanrepml.areas import h3ops
 from urbanrepml.tables import read_table
 
 
+@pytest.mark.e2e
 def test_fuse_entry_point_builds_modalities_trains_and_registers(tracking_server, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")  # a short run still samples
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
@@ -54,8 +56,6 @@ def test_fuse_entry_point_builds_modalities_trains_and_registers(tracking_server
 
 
 def test_fuse_fails_on_a_corrupt_source_and_registers_nothing(tracking, tmp_path, study_area_toml):
-    import pytest
-
     from urbanrepml.datasets import fetch
     from urbanrepml.errors import UrbanReprError
     from urbanrepml.stages.fuse import Params as FuseParams

@@ -33,6 +33,7 @@ def only_run(client: MlflowClient, area_name: str, stage: str):
     return run
 
 
+@pytest.mark.e2e
 def test_probe_entry_point_logs_metrics_baselines_folds_and_figures(tracking, tmp_path):
     area = poa_area(tmp_path, "poa_e2e_table")
     log_modality_table(area)
@@ -114,6 +115,7 @@ def test_registered_model_probe_records_on_version(tracking, tmp_path):
     assert [c.data.tags["urbanrepml.stage"] for c in children] == ["probe"]
 
 
+@pytest.mark.e2e
 def test_bad_inputs_are_one_clear_line(tracking, tmp_path):
     from urbanrepml.stages.probe import run_probe_stage
 
@@ -166,6 +168,7 @@ def test_bad_inputs_are_one_clear_line(tracking, tmp_path):
     assert exp is None or not client.search_runs([exp.experiment_id], filter_string="tags.`urbanrepml.stage` = 'probe'")
 
 
+@pytest.mark.e2e
 def test_cluster_entry_point(tracking, tmp_path):
     area = poa_area(tmp_path, "poa_e2e_cluster")
     coords_table(tmp_path / "emb.parquet", area)

@@ -53,6 +53,7 @@ def _informed(ids):
     return np.column_stack([c.to_numpy() + rng.normal(scale=0.1, size=len(ids)) for c in cols] + [rng.normal(size=len(ids))])
 
 
+@pytest.mark.e2e  # probes five versions (ridge on every fold, baselines) on Porto Alegre: ~20 s
 def test_promote_flow(tracking, tmp_path):
     from urbanrepml.stages.promote import run_promote_stage
 
@@ -166,6 +167,7 @@ def test_promote_without_versions_is_one_clear_line(tracking, tmp_path, capsys):
         assert code == 2 and err.strip().splitlines()[-1].startswith("error: min_gain must be a finite number >= 0") and bad in err
 
 
+@pytest.mark.e2e
 def test_pipeline_nested_runs_and_summary(tracking, tmp_path):
     """`pipeline` on a small area whose only modality table already exists: reused, fuse -> probe -> promote nested."""
     name = "poa_pipe"

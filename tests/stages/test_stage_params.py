@@ -69,6 +69,7 @@ def test_modality_stage_params_are_the_modality_params():
         assert stage_fields == ["study_area", "resolution", *[f.name for f in dataclasses.fields(cls.Params)]]
 
 
+@pytest.mark.e2e
 def test_python_m_urbanrepml_help_and_errors(tmp_path):
     def run(*args):
         return subprocess.run([sys.executable, "-m", "urbanrepml", *args], capture_output=True, text=True, cwd=tmp_path,

@@ -32,7 +32,8 @@ def mlflow_run(entry: str, params: dict, cwd: Path, *, experiment: str | None = 
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout)
 
 
-def run_script(script: str, args: list[str], cwd: Path, *, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_script(script: str, args: list[str], cwd: Path, *, env: dict | None = None,
+               timeout: int = 300) -> subprocess.CompletedProcess:
     """``python entrypoints/<script> args...`` in ``cwd`` (data dir ``cwd/data``)."""
     full_env = clean_env(URBANREPML_DATA_DIR=str(Path(cwd) / "data"), **(env or {}))
     return subprocess.run([sys.executable, str(REPO / "entrypoints" / script), *args], capture_output=True, text=True,

@@ -14,11 +14,11 @@ NODATA = -9999.0
 PIX_DEG = 0.0001  # ~10 m
 
 
-def write_tif(path, data, transform, crs="EPSG:4326", nodata=None, descriptions=None):
-    """Write a (bands, rows, cols) array as a GeoTIFF."""
+def write_tif(path, data, transform, crs="EPSG:4326", nodata=None, descriptions=None, **creation):
+    """Write a (bands, rows, cols) array as a GeoTIFF (``creation``: GDAL creation options, e.g. ``compress``)."""
     data = np.asarray(data)
     with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype=data.dtype, crs=crs, transform=transform, nodata=nodata) as dst:
+                       dtype=data.dtype, crs=crs, transform=transform, nodata=nodata, **creation) as dst:
         dst.write(data)
         for i, d in enumerate(descriptions or []):
             dst.set_band_description(i + 1, d)

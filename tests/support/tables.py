@@ -36,7 +36,8 @@ def coords_table(path: Path, area: str, modality: str = "coords", seed: int = 0,
     z = np.column_stack([(lat - lat.mean()) / lat.std(), (lon - lon.mean()) / lon.std()])
     w = np.random.default_rng(seed).normal(size=(2, 4)) * 2.0
     frame, names = to_embedding_frame(np.column_stack([np.sin(z @ w), np.cos(z @ w), z]), built.region_ids(res), modality)
-    table = EmbeddingTable(frame, TableMeta(modality=modality, resolution=res, study_area=spec.name, prefix=modality, feature_names=names))
+    meta = TableMeta(modality=modality, resolution=res, study_area=spec.name, prefix=modality, feature_names=names)
+    table = EmbeddingTable(frame, meta)
     write_table(table, path, area_cells=cells)
     return table
 

@@ -21,7 +21,8 @@ class SlowQuadratic:
         return "tests.support.tune_objectives:SlowQuadratic", dict(self.kwargs)
 
     def signature(self) -> dict:
-        return {"objective": "quadratic", "space": {"x": repr(FloatDistribution(-3.0, self.high)), "k": repr(IntDistribution(0, 10 ** 6))}}
+        space = {"x": repr(FloatDistribution(-3.0, self.high)), "k": repr(IntDistribution(0, 10 ** 6))}
+        return {"objective": "quadratic", "space": space}
 
     def setup(self) -> None:
         pass

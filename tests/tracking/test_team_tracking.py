@@ -22,7 +22,7 @@ from tests.support.mlflow_server import mlflow_server
 from tests.support.pg import connect
 from tests.support.processes import clean_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
 def run_entry(entry: str, params: dict, env_extra: dict, cwd, experiment: str):

@@ -6,10 +6,13 @@ import os
 import subprocess
 import sys
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.support import REPO
 from tests.support.processes import run_mlflow_project
+
+pytestmark = pytest.mark.e2e
 
 
 def test_area_entry_point_end_to_end(tracking_server, tmp_path):

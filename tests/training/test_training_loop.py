@@ -215,6 +215,7 @@ def _ddp_rank(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.e2e
 def test_data_parallel_ranks_share_the_data_and_stay_in_step(tmp_path):
     import socket
 

@@ -30,6 +30,7 @@ def _children(client: MlflowClient, parent) -> list:
     return client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
 
 
+@pytest.mark.e2e
 def test_tune_fusion_end_to_end_and_continue(tracking, tmp_path, capsys):
     """`mlflow run . -e tune` on a small area: nested trial runs, best on the parent, plots, candidate registered; continue."""
     area = poa_area(tmp_path, "poa_tune")
@@ -89,6 +90,7 @@ def test_tune_fusion_end_to_end_and_continue(tracking, tmp_path, capsys):
     assert len(parents) == 2
 
 
+@pytest.mark.e2e
 def test_bad_input_lines(tracking, tmp_path, capsys):
     # n_trials=0
     code, _, err = entry_main("tune.py", ["--study_area", "porto_alegre", "--n_trials", "0"], capsys)

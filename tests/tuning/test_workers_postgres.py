@@ -23,6 +23,8 @@ from tests.support import REPO
 from tests.support.processes import clean_env
 from tests.support.tune_objectives import SlowQuadratic
 
+pytestmark = pytest.mark.e2e
+
 TARGET = 6
 
 

@@ -39,6 +39,7 @@ def _fused(client: MlflowClient, run_id: str, dst: Path):
     return read_table(client.download_artifacts(run_id, "tables/fused_res9.parquet", str(dst))).frame
 
 
+@pytest.mark.e2e
 def test_resume_after_sigkill_matches_uninterrupted_run(tracking, small_area, tmp_path):
     client = MlflowClient(tracking)
     # Enough epochs after the epoch-6 checkpoint that the kill lands mid-training even on a fast machine.
@@ -94,6 +95,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tracking, small_area, tm
     assert hist == twin_hist
 
 
+@pytest.mark.e2e
 def test_torchrun_two_processes_cone_unet(tracking, small_area):
     client = MlflowClient(tracking)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
