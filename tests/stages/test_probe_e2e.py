@@ -77,6 +77,7 @@ def test_probe_entry_point_logs_metrics_baselines_folds_and_figures(tracking, tm
     assert {"embeddings", "target.hexgrid"} <= inputs
 
 
+@pytest.mark.e2e  # a fuse-like run with baselines, then the probe stage twice on Porto Alegre
 def test_registered_model_probe_records_on_version(tracking, tmp_path):
     """A registered version: champion missing -> candidate (said so); baselines from the fuse run; tags on the version."""
     from urbanrepml.stages.probe import run_probe_stage
