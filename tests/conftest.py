@@ -27,6 +27,7 @@ def pytest_configure(config):
         os.environ["URBANREPML_DATA_MIRROR"] = str(SHARED_DATA)
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(config, items):
     """Tests against a real `mlflow server` (the ``tracking_server`` fixture) are ``e2e`` without saying so."""
     for item in items:
