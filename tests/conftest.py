@@ -1,19 +1,19 @@
-"""Shared fixtures: real tracking stores, isolated data dirs, the bundled study areas."""
+"""Session-wide fixtures: real tracking stores (SQLite, a real `mlflow server`, PostgreSQL), isolated data dirs,
+study-area TOMLs, and the data mirror. Fixtures of one folder live in that folder's conftest.py."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import MLFLOW_RUN_ENV, REPO
-from tests.mlflow_server import mlflow_server
-from tests.pgutil import pg_database  # noqa: F401 - fixture: a throwaway PostgreSQL database
+from tests.support import SHARED_DATA
+from tests.support.areas import write_study_area
+from tests.support.mlflow_server import mlflow_server
+from tests.support.pg import pg_database  # noqa: F401 - fixture: a throwaway PostgreSQL database
+from tests.support.processes import MLFLOW_RUN_ENV
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-SHARED_DATA = REPO.parent / "shared" / "data"
-TEST_DATA = Path(__file__).resolve().parent / "data"
 _MIRROR_WAS_SET = "URBANREPML_DATA_MIRROR" in os.environ
 
 
@@ -25,6 +25,14 @@ def pytest_configure(config):
     """
     if not _MIRROR_WAS_SET and SHARED_DATA.is_dir():
         os.environ["URBANREPML_DATA_MIRROR"] = str(SHARED_DATA)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config, items):
+    """Tests against a real `mlflow server` (the ``tracking_server`` fixture) are ``e2e`` without saying so."""
+    for item in items:
+        if "tracking_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
 
 
 def pytest_unconfigure(config):
@@ -76,3 +84,22 @@ def data_dir(monkeypatch, tmp_path):
     path = tmp_path / "data"
     monkeypatch.setenv("URBANREPML_DATA_DIR", str(path))
     return path
+
+
+@pytest.fixture
+def study_area_toml(tmp_path):
+    """Write a study-area TOML: ``study_area_toml(name, boundary, sources=..., targets=..., extra=...) -> Path``.
+
+    ``boundary`` is a lon/lat box or a boundary file; ``sources`` maps keys to values (a mapping value
+    becomes a sub-table, e.g. ``{"rasters": {"dem": "dem.tif"}}``); ``targets`` maps target names to
+    their fields; ``extra`` is raw text after ``boundary``. The file is ``folder/filename`` (default:
+    the test's ``tmp_path`` and ``<name>.toml``); relative paths in it resolve against that folder.
+    See :func:`tests.support.areas.study_area_text`.
+    """
+
+    def make(name: str, boundary, *, sources=None, targets=None, extra: str = "", filename: str | None = None,
+             folder=None):
+        path = (folder or tmp_path) / (filename or f"{name}.toml")
+        return write_study_area(path, name, boundary, sources=sources, targets=targets, extra=extra)
+
+    return make

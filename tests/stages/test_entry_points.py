@@ -1,0 +1,176 @@
+"""Every entry point of MLproject, run end to end as ``python -m urbanrepml <name>`` on the tiny ``poa_tiny`` area.
+
+One recipe per entry point: the cheapest real parameters, and a check that the run it made FINISHED and
+that its main artefact exists (a table, a registered version, a metric). ``probe``, ``cluster``,
+``promote``, ``tune`` and ``pipeline`` run after one ``fuse`` per module (the ``fused_rig`` fixture),
+whose run is also what the ``fuse`` recipe checks. An entry point without a recipe fails: add one below.
+The area and its generated files live in ``tests/data/poa_tiny`` (``python -m tests.data.make_fixtures``).
+"""
+
+from __future__ import annotations
+
+import filecmp
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from tests.support import TEST_DATA
+from urbanrepml.stages import ENTRY_POINTS
+
+POA_TINY = TEST_DATA / "poa_tiny"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to run one entry point and what it must leave behind.
+
+    ``args(rig)``: the command line after ``python -m urbanrepml <name>`` (None: the ``fused_rig`` fixture's fuse
+    is the run); ``stage`` and ``tags``: the one new run it must make (None: it makes no run); ``check(rig, run)``:
+    its main artefact; ``after_fuse``: it needs a registered version first.
+    """
+
+    args: Callable | None
+    stage: str | None
+    check: Callable
+    tags: dict | None = None
+    after_fuse: bool = False
+
+
+def _artifacts(rig, run, folder: str) -> set[str]:
+    return {a.path for a in rig.client().list_artifacts(run.info.run_id, folder)}
+
+
+def _modality(name: str, *extra: str, area: str | None = None) -> Recipe:
+    """A modality on ``poa_tiny`` (or the study area TOML ``area``) at resolution 9: its table, cells with data."""
+
+    def check(rig, run):
+        assert f"tables/{name}_res9.parquet" in _artifacts(rig, run, "tables")
+        assert run.data.metrics["cells_with_data"] > 0
+
+    return Recipe(lambda rig: ["--study_area", area or rig.study_area, "--resolution", "9", *extra], "modality", check,
+                  tags={"modality": name})
+
+
+def _check_area(rig, run):
+    assert run.data.metrics["cells_res9"] == 274
+    assert "area/cells_res9.parquet" in _artifacts(rig, run, "area")
+
+
+def _check_fuse(rig, run):
+    assert "tables/fused_res9.parquet" in _artifacts(rig, run, "tables")
+    versions = rig.client().search_model_versions(f"name = '{rig.experiment}'")
+    assert run.info.run_id in {v.run_id for v in versions}
+
+
+def _check_probe(rig, run):
+    assert np.isfinite(run.data.metrics["mean_r2"]) and "baseline_ring_mean_r2" in run.data.metrics
+    assert "probe/metrics_by_target.csv" in _artifacts(rig, run, "probe")
+
+
+def _check_cluster(rig, run):
+    assert "cluster/labels_res9.parquet" in _artifacts(rig, run, "cluster")
+    assert run.data.metrics["best_k_res9"] in (2, 3)
+
+
+def _check_tune(rig, run):
+    assert run.data.metrics["trials_finished"] == 1 and np.isfinite(run.data.metrics["best_score"])
+
+
+def _check_promote(rig, run):
+    assert run.data.tags["urbanrepml.decision"] in ("promoted", "rejected", "kept")
+    best = rig.client().get_model_version(rig.experiment, run.data.tags["urbanrepml.best_version"])
+    assert best.tags["promote.decision"]
+
+
+def _check_pipeline(rig, run):
+    assert {"summary/pipeline_summary.md", "summary/pipeline_summary.csv"} <= _artifacts(rig, run, "summary")
+
+
+def _check_datasets(rig, proc):
+    from urbanrepml.datasets import list_datasets
+
+    listed = [line.split()[0] for line in proc.stdout.splitlines()[1:] if line.split()]
+    assert set(list_datasets()) <= set(listed), proc.stdout
+
+
+RECIPES: dict[str, Recipe] = {
+    "area": Recipe(lambda rig: ["--study_area", rig.study_area, "--resolutions", "8,9"], "area", _check_area),
+    "poi": _modality("poi"),
+    "roads": _modality("roads"),
+    "gtfs": _modality("gtfs"),
+    "raster": _modality("raster"),
+    # poa_tiny_imagery (imagery.toml) names alphaearth.tif and tiles/: tables of a few cells, kept out of poa_tiny's fusions
+    "alphaearth": _modality("alphaearth", "--source", "local", area=str(POA_TINY / "imagery.toml")),
+    "aerial": _modality("aerial", "--tile_px", "16", area=str(POA_TINY / "imagery.toml")),
+    "fuse": Recipe(None, "fuse", _check_fuse, after_fuse=True),
+    "probe": Recipe(lambda rig: ["--study_area", rig.study_area], "probe", _check_probe, after_fuse=True),
+    "cluster": Recipe(lambda rig: ["--study_area", rig.study_area, "--k_min", "2", "--k_max", "3"], "cluster", _check_cluster,
+                      after_fuse=True),
+    "tune": Recipe(lambda rig: ["--study_area", rig.study_area, "--n_trials", "1", "--max_epochs", "2", "--models", "ring"],
+                   "tune", _check_tune, after_fuse=True),
+    "promote": Recipe(lambda rig: ["--study_area", rig.study_area], "promote", _check_promote, after_fuse=True),
+    "pipeline": Recipe(lambda rig: ["--study_area", rig.study_area, "--epochs", "2"], "pipeline", _check_pipeline,
+                       after_fuse=True),
+    "datasets": Recipe(lambda rig: ["--command", "list"], None, _check_datasets),
+}
+
+
+def _missing_recipes() -> list[str]:
+    return [name for name in ENTRY_POINTS if name not in RECIPES]
+
+
+def test_every_entry_point_has_a_recipe():
+    """Fails fast (without running anything) when an entry point was added without a recipe here."""
+    assert not _missing_recipes(), "add a recipe for " + ", ".join(_missing_recipes()) + " to RECIPES in " + __file__
+    assert set(RECIPES) <= set(ENTRY_POINTS), f"recipes for entry points that no longer exist: {set(RECIPES) - set(ENTRY_POINTS)}"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name", list(ENTRY_POINTS))
+def test_entry_point_end_to_end(name, request):
+    recipe = RECIPES.get(name)
+    if recipe is None:
+        pytest.fail(f"add a recipe for {name} to RECIPES in {__file__} (its cheapest real parameters and main artefact)",
+                    pytrace=False)
+    if recipe.after_fuse:
+        rig, fuse_proc, fuse_runs = request.getfixturevalue("fused_rig")
+    else:
+        rig = request.getfixturevalue("entry_point_rig")
+    if recipe.args is None:  # the module's fuse is the run under test
+        proc, new = fuse_proc, fuse_runs
+    else:
+        before = rig.run_ids()
+        proc = rig.run(name, *recipe.args(rig))
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        new = rig.run_ids() - before
+    if recipe.stage is None:
+        assert not new, f"{name} made runs: {new}"
+        recipe.check(rig, proc)
+        return
+    client = rig.client()
+    wanted = {"urbanrepml.stage": recipe.stage, **{f"urbanrepml.{k}": v for k, v in (recipe.tags or {}).items()}}
+    runs = [client.get_run(r) for r in new]
+    (run,) = [r for r in runs if all(r.data.tags.get(k) == v for k, v in wanted.items())]
+    assert run.info.status == "FINISHED"
+    recipe.check(rig, run)
+
+
+def test_fixture_files_are_what_make_fixtures_makes(tmp_path):
+    """The committed ``tests/data/poa_tiny`` equals a fresh run of ``tests/data/make_fixtures.py``."""
+    import rasterio
+    from PIL import Image
+
+    from tests.data.make_fixtures import make_poa_tiny
+
+    fresh = make_poa_tiny(tmp_path / "poa_tiny")
+    assert (fresh / "study_area.toml").read_text() == (POA_TINY / "study_area.toml").read_text()
+    with rasterio.open(fresh / "alphaearth.tif") as a, rasterio.open(POA_TINY / "alphaearth.tif") as b:
+        assert (a.count, a.dtypes, a.nodata, a.transform, a.crs) == (b.count, b.dtypes, b.nodata, b.transform, b.crs)
+        np.testing.assert_array_equal(a.read(), b.read())
+    names = sorted(p.name for p in (fresh / "tiles").iterdir())
+    assert names == sorted(p.name for p in (POA_TINY / "tiles").iterdir()) and len(names) == 7
+    for n in names:
+        np.testing.assert_array_equal(np.asarray(Image.open(fresh / "tiles" / n)), np.asarray(Image.open(POA_TINY / "tiles" / n)))
+    assert not filecmp.dircmp(fresh, POA_TINY).left_only and not filecmp.dircmp(fresh, POA_TINY).right_only
