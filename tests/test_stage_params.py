@@ -45,6 +45,15 @@ def test_parity_check_catches_drift():
     assert declared["register"] == ("string", "true") and declared["epochs"][0] == "float"
 
 
+def test_same_value_reads_the_quoting_mlflow_run_logs():
+    """`mlflow run` logs each value shell-quoted as it passed it; compared by meaning, they equal what the stage got."""
+    assert same_value("''", None) and same_value("''", "") and same_value('""', None)
+    assert same_value("'/x/dir with spaces/t.parquet'", "/x/dir with spaces/t.parquet")
+    assert same_value("'/x/it'\"'\"'s.parquet'", "/x/it's.parquet")
+    assert not same_value("'/x/a b.parquet'", "/x/a c.parquet") and not same_value("''", "poi=a.parquet")
+    assert same_value("'a b' c", "'a b' c") and not same_value("'a b' c", "a b c")
+
+
 def test_parse_converts_mlflow_strings():
     params_cls = get_stage("fuse").params_cls
     p = parse(params_cls, ["--epochs", "12.0", "--register", "False", "--tables", "", "--lr", "1e-3"], prog="fuse")
