@@ -14,9 +14,8 @@ Under ``mlflow run`` the CLI has already created the run (``MLFLOW_RUN_ID``), an
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -26,37 +25,30 @@ import mlflow  # noqa: E402
 
 from urbanrepml.constants import TAG_PREFIX, experiment_name, tag  # noqa: E402,F401 - re-exported
 from urbanrepml.errors import UrbanReprError  # noqa: E402
-from urbanrepml.redact import redact  # noqa: E402
+from urbanrepml.tracking.stale import process_tags  # noqa: E402
+from urbanrepml.tracking.store import (  # noqa: E402,F401 - resolve_tracking_uri and check_server re-exported
+    check_server,
+    check_tracking_uri,
+    http_defaults,
+    prepare_store,
+    resolve_tracking_uri,
+)
 
-
-
-def resolve_tracking_uri() -> str:
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
-def check_server(uri: str, timeout: float = 5.0) -> None:
-    """For http(s) tracking URIs, fail clearly when the server does not answer."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout)  # noqa: S310 - user-given URI
-    except urllib.error.HTTPError:
-        return  # it answered (e.g. 401 behind auth): reachable
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise UrbanReprError(
-            f"tracking server {redact(uri)} is not reachable ({reason}); start it (mlflow server ...) "
-            "or unset MLFLOW_TRACKING_URI to use the local SQLite store"
-        ) from None
 
 
 def configure_tracking() -> str:
-    """Point MLflow at the resolved tracking URI (checking a server answers) and return it."""
+    """Point MLflow at the resolved tracking URI and return it.
+
+    Checks the URI first (a known scheme, a writable SQLite folder, a server that answers), bounds
+    MLflow's HTTP retries and timeout where the user has not set them, and creates or migrates a
+    SQLite store once under a file lock (see :mod:`urbanrepml.tracking.store`).
+    """
     uri = resolve_tracking_uri()
-    check_server(uri)
+    # MLflow's system-metrics monitor logs INFO lines at every start and stop (~20 per fuse): warnings only
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    http_defaults()
+    check_tracking_uri(uri)
+    prepare_store(uri)
     mlflow.set_tracking_uri(uri)
     return uri
 
@@ -83,7 +75,8 @@ def stage_run(
         mlflow.set_experiment(experiment_name(study_area))
     run = mlflow.start_run(run_name=None if attach else run_name, nested=nested)
     with ending_run():
-        mlflow.set_tags({tag("stage"): stage, tag("study_area"): study_area, **{tag(k): str(v) for k, v in (tags or {}).items()}})
+        mlflow.set_tags({tag("stage"): stage, tag("study_area"): study_area, **process_tags(),
+                         **{tag(k): str(v) for k, v in (tags or {}).items()}})
         if params:
             log_new_params(params)
         yield run
@@ -108,10 +101,25 @@ def ending_run() -> Iterator[None]:
     try:
         yield
     except BaseException:
-        mlflow.end_run(status="FAILED")
+        try:
+            mlflow.end_run(status="FAILED")
+        except Exception:  # noqa: BLE001 - the store itself failed (gone, full, read-only): report the first error
+            _forget_active_run()
         raise
     else:
         mlflow.end_run(status="FINISHED")
+
+
+def _forget_active_run() -> None:
+    """Drop the active run from MLflow's stack without writing to the store (it could not be written)."""
+    try:
+        from mlflow.tracking.fluent import _active_run_stack
+
+        stack = _active_run_stack.get()
+        if stack:
+            stack.pop()
+    except Exception:  # noqa: BLE001 - private API; nothing else to do
+        pass
 
 
 def log_figure(fig, name: str, *, png: bool = False) -> None:
