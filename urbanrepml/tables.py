@@ -121,6 +121,13 @@ def validate_frame(
             )
 
 
+def _umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_table(table: EmbeddingTable, path: str | Path, *, area_cells: np.ndarray | None = None) -> Path:
     """Validate and write atomically. Returns the path."""
     path = Path(path)
@@ -133,6 +140,7 @@ def write_table(table: EmbeddingTable, path: str | Path, *, area_cells: np.ndarr
     os.close(fd)
     try:
         pq.write_table(arrow, tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a published table reads like any other file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

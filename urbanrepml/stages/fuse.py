@@ -19,6 +19,7 @@ Steps (rank 0 does all tracking; other ``torchrun`` ranks only train):
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -61,6 +62,26 @@ class Params:
     tables: str | None = param(None, "modality tables: poi=a.parquet,roads=b.parquet (default: newest in the store)")
     patience: int = param(20, "early stopping: epochs without validation improvement (0: off)")
     val_fraction: float = param(0.15, "share of res-7 blocks held out for validation")
+
+    def check(self) -> None:
+        """Refuse values out of range with one line naming the parameter (before anything runs)."""
+        from urbanrepml.tasks.fusion.inputs import parse_tables_param
+
+        parse_tables_param(self.tables)
+        lowest = {"epochs": 1, "checkpoint_every": 1, "cone_batch": 1, "convs_per_level": 0, "patience": 0, "ring_k": 0,
+                  "seed": 0}
+        for name, low in lowest.items():
+            if getattr(self, name) < low:
+                raise UrbanReprError(f"parameter {name}: must be >= {low}, got {getattr(self, name)}"
+                                     + (" (0: no early stopping)" if name == "patience" else ""))
+        for name, low, high in (("dropout", 0.0, 1.0), ("val_fraction", 0.0, 1.0)):
+            value = getattr(self, name)
+            if not low <= value < high:
+                raise UrbanReprError(f"parameter {name}: must be in [{low:g}, {high:g}), got {value}")
+        for name in ("lr", "consistency_weight"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
+                raise UrbanReprError(f"parameter {name}: must be a finite number {'> 0' if name == 'lr' else '>= 0'}, got {value}")
 
     def train_config(self) -> TrainConfig:
         res = parse_resolutions(self.resolutions)
@@ -137,6 +158,7 @@ def run_fuse_stage(p: Params):
 
     if p.model not in MODELS:
         raise UrbanReprError(f"model must be one of {', '.join(MODELS)}, got {p.model!r}")
+    p.check()
     spec = load_study_area(p.study_area)
     cfg = p.train_config() if p.model in LEARNED_MODELS else None
     if cfg is not None and cfg.model == "cone_unet" and p.cone_root_resolution > min(cfg.resolutions):
@@ -256,7 +278,10 @@ def _rank0(p: Params, spec, cfg: TrainConfig | None, world: int):
                                 "epochs_run": result.epochs_run, "stopped_early": float(result.stopped_early)})
             extra.update({"best_epoch": result.best_epoch, "embedding": "finest-resolution output z_0"})
         table = fused_table(values, inputs, run_id, extra)
-        with publish_on_success(table, table_path(spec.name, FUSED, p.resolution), area_cells=area.cells(p.resolution)):
+        local = table_path(spec.name, FUSED, p.resolution)
+        if not p.register:  # the shared local table stays the one registered as @candidate
+            local = local.parent / "unregistered" / run_id / local.name
+        with publish_on_success(table, local, area_cells=area.cells(p.resolution)):
             log_embedding_table(table)
             log_embedding_model(table)
             mlflow.log_metrics({"n_cells": table.frame.shape[0], "embedding_dim": table.frame.shape[1]})
