@@ -62,6 +62,10 @@ def test_tune_fusion_end_to_end_and_continue(tracking, tmp_path, capsys):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=400)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "registered urbanrepml-poa_tune/1 with alias candidate" in proc.stdout
+    # progress: a line when each trial starts and one when it finishes, with the study's count
+    lines = proc.stdout.splitlines()
+    assert sum(" started" in line and line.startswith("tune[") for line in lines) == 2
+    assert any(line.startswith("tune[") and line.endswith("(study: 2 finished)") for line in lines)
 
     optuna_db = f"sqlite:///{Path(tracking[len('sqlite:///'):]).parent / 'optuna.db'}"  # beside the tracking store
     client = MlflowClient(tracking)
