@@ -13,6 +13,7 @@ from tests.helpers import REPO, clean_env
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.params import make, mlproject_parameters, parse, same_value
 from urbanrepml.stages import ENTRY_POINTS, get_stage
+from urbanrepml.stages.cli import TOOLS
 
 MLPROJECT = yaml.safe_load((REPO / "MLproject").read_text())["entry_points"]
 
@@ -88,6 +89,6 @@ def test_python_m_urbanrepml_help_and_errors(tmp_path):
     assert out.returncode == 0 and "--block_resolution" in out.stdout and "[default: 7]" in out.stdout
     out = run("nosuch")
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
-        "error: unknown command 'nosuch'; commands: " + ", ".join(ENTRY_POINTS)]
+        "error: unknown command 'nosuch'; commands: " + ", ".join(dict.fromkeys([*ENTRY_POINTS, *TOOLS]))]
     out = run("fuse", "--epochs", "-x")
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("error: ")
