@@ -108,21 +108,28 @@ class Params:
 
 
 def ensure_modality_tables(spec, resolution: int) -> list[str]:
-    """Build every modality the area has sources for, as nested runs, when it has no table at ``resolution`` yet.
+    """Build, as nested runs, every modality the area has sources for when it has no table at ``resolution``
+    yet, and rebuild those whose newest table was built from other source files than the area names now.
 
     Modalities without sources (e.g. aerial without imagery) are skipped with a line
     saying so; a source that fails (corrupt file, no overlap) fails the whole stage.
     Returns the modalities built.
     """
+    from urbanrepml.modalities import MODALITIES, current_sources_digests
     from urbanrepml.stages.modality import run_modality_stage
+    from urbanrepml.tracking.fusion import stale_modalities
     from urbanrepml.tracking.tables import list_table_modalities
 
+    names = sorted(MODALITIES)
     if list_table_modalities(spec.name, resolution):
-        return []
+        stale = stale_modalities(spec.name, resolution, current_sources_digests(spec))
+        for name, run_id in sorted(stale.items()):
+            print(f"fuse: rebuilding modality {name}: its newest table (run {run_id}) was built from other source "
+                  f"files than {spec.source_file.name} names now")
+        names = sorted(stale)
     built = []
-    from urbanrepml.modalities import MODALITIES
-
-    for name, cls in sorted(MODALITIES.items()):
+    for name in names:
+        cls = MODALITIES[name]
         try:
             modality = cls()
             modality.source_files(spec)
@@ -178,6 +185,7 @@ def run_fuse_stage(p: Params):
 
 def _load_inputs(p: Params, spec, area):
     """The fusion inputs; a resumed run gets exactly the tables it started with (checked by digest)."""
+    from urbanrepml.modalities import current_sources_digests
     from urbanrepml.tasks.fusion.inputs import load_fusion_inputs, parse_tables_param
     from urbanrepml.tracking.checkpoints import check_resume_inputs, resume_tables
     from urbanrepml.tracking.fusion import store_tables
@@ -186,8 +194,8 @@ def _load_inputs(p: Params, spec, area):
     provenance = None
     if p.resume_run_id and tables is None:
         tables = resume_tables(p.resume_run_id, p.resolution, cache_dir() / "resume" / p.resume_run_id)
-    if tables is None:
-        tables, provenance = store_tables(spec.name, p.resolution)
+    if tables is None:  # the newest tables built from the source files the area names now
+        tables, provenance = store_tables(spec.name, p.resolution, sources=current_sources_digests(spec))
     inputs = load_fusion_inputs(spec, p.resolution, tables, area=area, provenance=provenance)
     if p.resume_run_id:
         check_resume_inputs(p.resume_run_id, inputs.digests)

@@ -18,7 +18,8 @@ from urbanrepml.params import param
 from urbanrepml.stages.base import Stage
 from urbanrepml.paths import data_dir
 from urbanrepml.analysis.maps import cells_map
-from urbanrepml.tables import EmbeddingTable, TableMeta, publish_on_success, to_embedding_frame
+from urbanrepml.constants import SOURCES_DIGEST, tag
+from urbanrepml.tables import EmbeddingTable, TableMeta, combined_digest, publish_on_success, to_embedding_frame
 
 
 def table_path(study_area: str, modality: str, resolution: int) -> Path:
@@ -61,6 +62,7 @@ def _run_modality(modality: Modality, study_area: str, resolution: int, *, neste
                    run_name=f"{modality.name}-res{resolution}", nested=nested) as run:
         start = time.perf_counter()
         digests = log_source_files(modality.source_files(spec))
+        mlflow.set_tag(tag(SOURCES_DIGEST), combined_digest(digests))  # later stages look tables up by it
         area = build_area(spec, [resolution])
         result = modality.compute(spec, area, resolution)
         features = result.features
