@@ -165,7 +165,8 @@ def test_same_name_other_space_is_refused_and_states_are_recorded(tracking, tmp_
     assert parent.data.metrics["best_score"] == pytest.approx(study.best_value)
     assert float(parent.data.params["best.x"]) == pytest.approx(study.best_params["x"])
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "figures")} == {
-        "figures/optimization_history.html", "figures/param_importances.html"}
+        "figures/optimization_history.html", "figures/param_importances.html",
+        "figures/optimization_history.png", "figures/param_importances.png"}
 
     with pytest.raises(UrbanReprError, match=r"study 'q' in sqlite:///.*q\.db exists with a different search space \(x changed\)"):
         run_tuning("quad_area", SlowQuadratic(steps=4, step_seconds=0.0, high=5.0), n_trials=1, study_name="q", storage=storage)

@@ -16,24 +16,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-import mlflow  # noqa: E402
+import mlflow
 
-from urbanrepml.constants import TAG_PREFIX, experiment_name, tag  # noqa: E402,F401 - re-exported
-from urbanrepml.errors import UrbanReprError  # noqa: E402
-from urbanrepml.tracking.stale import process_tags  # noqa: E402
-from urbanrepml.tracking.store import (  # noqa: E402,F401 - resolve_tracking_uri and check_server re-exported
+from urbanrepml.constants import TAG_PREFIX, experiment_name, tag  # noqa: F401 - re-exported
+from urbanrepml.tracking.stale import process_tags
+from urbanrepml.tracking.store import (  # noqa: F401 - resolve_tracking_uri and check_server re-exported
     check_server,
     check_tracking_uri,
     http_defaults,
     prepare_store,
     resolve_tracking_uri,
 )
-
 
 
 def configure_tracking() -> str:
@@ -112,28 +110,34 @@ def ending_run() -> Iterator[None]:
 
 def _forget_active_run() -> None:
     """Drop the active run from MLflow's stack without writing to the store (it could not be written)."""
-    try:
+    with contextlib.suppress(Exception):  # private API; nothing else to do
         from mlflow.tracking.fluent import _active_run_stack
 
         stack = _active_run_stack.get()
         if stack:
             stack.pop()
-    except Exception:  # noqa: BLE001 - private API; nothing else to do
-        pass
 
 
-def log_figure(fig, name: str, *, png: bool = False) -> None:
-    """Log a plotly figure as ``figures/<name>.html`` (and ``.png`` when ``png`` and kaleido can render offline)."""
+def log_figure(fig, name: str, *, png: bool = True) -> None:
+    """Log a plotly figure as ``figures/<name>.html`` and ``figures/<name>.png``.
+
+    The HTML embeds plotly.js (about 4.7 MB a figure), so it draws offline, in the MLflow UI as well as
+    from a downloaded artifact folder; the PNG is drawn with matplotlib
+    (:mod:`urbanrepml.tracking.figure_png`). A PNG that cannot be drawn is a warning line, not a failure.
+    """
+    import sys
     import tempfile
+
+    from urbanrepml.tracking.figure_png import write_png
 
     with tempfile.TemporaryDirectory() as tmp:
         html = Path(tmp) / f"{name}.html"
-        fig.write_html(html, include_plotlyjs="cdn", full_html=True)
+        fig.write_html(html, include_plotlyjs=True, full_html=True)
         mlflow.log_artifact(str(html), artifact_path="figures")
         if png:
             try:
-                out = Path(tmp) / f"{name}.png"
-                fig.write_image(out)
+                out = write_png(fig, Path(tmp) / f"{name}.png")
+            except Exception as exc:  # noqa: BLE001 - the HTML is the record; say what is missing
+                print(f"warning: figure {name}: no PNG ({type(exc).__name__}: {exc})", file=sys.stderr)
+            else:
                 mlflow.log_artifact(str(out), artifact_path="figures")
-            except Exception:  # kaleido missing or unable to render offline: HTML is the record
-                pass
