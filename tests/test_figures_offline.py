@@ -31,7 +31,7 @@ def screenshot(html, png, profile, size=(1000, 700)) -> None:
            "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",  # offline: nothing may load
            "--virtual-time-budget=15000", "--hide-scrollbars", f"--screenshot={png}",
            f"--window-size={size[0]},{size[1]}", html.resolve().as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
     assert proc.returncode == 0 and png.is_file(), proc.stderr[-2000:]
 
 
@@ -77,7 +77,12 @@ def test_every_figure_kind_has_a_png_and_a_self_contained_html(tmp_path):
     import optuna
     import plotly.graph_objects as go
 
-    from urbanrepml.analysis.figures import cluster_scores, fold_map, r2_bars, target_maps
+    from urbanrepml.analysis.figures import (
+        cluster_scores,
+        fold_map,
+        r2_bars,
+        target_maps,
+    )
     from urbanrepml.areas import build_area
     from urbanrepml.tracking.figure_png import write_png
 

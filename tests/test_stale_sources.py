@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -79,7 +80,7 @@ def test_fuse_rebuilds_a_modality_whose_source_file_changed(tracking, tmp_path, 
 def test_probe_evidence_on_other_target_files_is_not_compared():
     """A record counts only on the current target files; a champion is compared only on identical evidence."""
     class Rec:
-        tags = {"probe.run_id": "r", "probe.folds_digest": "d", "probe.mean_r2": "0.3", "probe.cv": "spatial",
+        tags: ClassVar[dict] = {"probe.run_id": "r", "probe.folds_digest": "d", "probe.mean_r2": "0.3", "probe.cv": "spatial",
                 "probe.block_resolution": "7", "probe.folds": "5", "probe.seed": "0", "probe.targets_digest": "t1"}
 
     assert has_probe_record(Rec(), targets_digest="t1") and not has_probe_record(Rec(), targets_digest="t2")

@@ -5,10 +5,10 @@
 (as one digest): tables built from other files are stale.
 """
 
-from urbanrepml.modalities.aerial import AerialModality
-from urbanrepml.modalities.alphaearth import AlphaEarthModality
 from urbanrepml.config import StudyArea
 from urbanrepml.errors import UrbanReprError
+from urbanrepml.modalities.aerial import AerialModality
+from urbanrepml.modalities.alphaearth import AlphaEarthModality
 from urbanrepml.modalities.base import Modality, ModalityResult, sources_digest
 from urbanrepml.modalities.gtfs import GTFSModality
 from urbanrepml.modalities.poi import PoiModality

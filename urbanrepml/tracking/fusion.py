@@ -151,7 +151,7 @@ def store_tables(study_area: str, resolution: int, dst_dir: str | Path | None = 
     if sources:
         stale = stale_modalities(study_area, resolution, sources)
         if stale:
-            m, run = sorted(stale.items())[0]
+            m, run = min(stale.items())
             raise UrbanReprError(
                 f"the {m} table of study area {study_area!r} at resolution {resolution} (run {run}) was built from other "
                 f"source files than the study area names now; rebuild it (`mlflow run . -e {m} -P study_area=... "

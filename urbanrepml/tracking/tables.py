@@ -12,8 +12,8 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from urbanrepml.tables import EmbeddingTable
 from urbanrepml.constants import SOURCES_DIGEST
+from urbanrepml.tables import EmbeddingTable
 from urbanrepml.tracking.runs import tag
 
 TABLES_DIR = "tables"
