@@ -114,6 +114,7 @@ class FusionObjective:
         from urbanrepml.analysis.targets import load_targets
         from urbanrepml.areas import build_area
         from urbanrepml.config import load_study_area
+        from urbanrepml.modalities import current_sources_digests
         from urbanrepml.tasks.fusion.inputs import load_fusion_inputs
         from urbanrepml.tracking.fusion import store_tables
 
@@ -121,7 +122,7 @@ class FusionObjective:
         if self.spec.name != self.study_area and not Path(self.study_area).exists():
             raise UrbanReprError(f"study area {self.study_area!r} resolves to {self.spec.name!r}")
         self.area = build_area(self.spec, list(self.resolutions))
-        tables, provenance = store_tables(self.spec.name, self.resolution)
+        tables, provenance = store_tables(self.spec.name, self.resolution, sources=current_sources_digests(self.spec))
         self.inputs = load_fusion_inputs(self.spec, self.resolution, tables, area=self.area, provenance=provenance)
         self.targets = load_targets(self.spec, self.resolution, area=self.area)
         cells = self.targets.frame.index.intersection(self.inputs.region_ids).sort_values()

@@ -149,15 +149,19 @@ def run_one_trial(study, trial, objective, *, parent_run_id: str | None, experim
     """Run ``trial`` inside a nested MLflow run; tell the study; return the trial's state."""
     import mlflow
 
+    from urbanrepml.tracking.stale import process_tags
+
     frozen0 = study._storage.get_trial(trial._trial_id)
     retried = frozen0.system_attrs.get("failed_trial")
     tags = {"optuna.study_name": study_name, "optuna.trial_number": str(trial.number), "urbanrepml.stage": "tune_trial",
-            "urbanrepml.worker": worker}
+            "urbanrepml.worker": worker, **process_tags()}
     if retried is not None:
         tags["optuna.retry_of_trial"] = str(retried)
     run = mlflow.start_run(experiment_id=experiment_id, run_name=f"trial-{trial.number}", nested=True,
                            parent_run_id=parent_run_id, tags=tags)
     value, error, state = None, None, TrialState.COMPLETE
+    start = time.monotonic()
+    print(f"tune[{worker}]: trial {trial.number} started", flush=True)
     try:  # from here on, anything that escapes (a storage failure included) ends the trial's run FAILED
         trial.set_user_attr(TRIAL_RUN_ATTR, run.info.run_id)
         trial.set_user_attr("worker", worker)
@@ -183,7 +187,9 @@ def run_one_trial(study, trial, objective, *, parent_run_id: str | None, experim
         raise
     mlflow.end_run(status="FAILED" if state == TrialState.FAIL else "FINISHED")
     label = f"{value:.4f}" if value is not None else error
-    print(f"tune[{worker}]: trial {trial.number} {state.name} {label}", flush=True)
+    c = counts(study)
+    print(f"tune[{worker}]: trial {trial.number} {state.name} {label} after {time.monotonic() - start:.0f} s "
+          f"(study: {c[TrialState.COMPLETE] + c[TrialState.PRUNED]} finished)", flush=True)
     return state
 
 

@@ -42,6 +42,7 @@ to such a file.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,10 @@ DEFAULT_STUDY_AREA = "porto_alegre"
 TRANSFORMS = ("log1p", "none")
 POINT_AGGREGATIONS = ("mean", "sum", "count")
 DATASET_PREFIX = "dataset:"
+# The keys each table of the file may hold; anything else (a typo such as `osmm` or `[source]`) is refused.
+TOP_KEYS = ("name", "boundary", "sources", "targets")
+SOURCE_KEYS = ("osm", "gtfs", "rasters", "images")
+TARGET_KEYS = ("path", "columns", "id", "lat", "lon", "agg", "transform")
 
 BBox = tuple[float, float, float, float]
 
@@ -128,6 +133,15 @@ def load_study_area(name_or_path: str | Path | StudyArea = DEFAULT_STUDY_AREA) -
     return _parse(raw, path)
 
 
+def _known_keys(raw: dict, known: tuple[str, ...], where: str, path: Path) -> None:
+    """Refuse a key that is not in ``known`` with one line naming it, a close match and the known keys."""
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UrbanReprError(f"{path}: unknown key '{key}' in {where}{hint}; known keys: {', '.join(known)}")
+
+
 def _require(raw: dict, key: str, where: str, path: Path):
     if key not in raw:
         raise UrbanReprError(f"{path}: missing key '{key}' in {where}")
@@ -157,14 +171,19 @@ def _dataset_file(value: str, key: str, path: Path) -> Path:
         raise UrbanReprError(f"{path}: '{key}' = {value!r}: {exc}") from None
 
 
-def _existing(value, key: str, path: Path) -> Path:
+def _existing(value, key: str, path: Path, *, folder_ok: bool = False) -> Path:
+    """The path ``key`` names (relative to the TOML file, or a dataset file); it must exist, and be a file
+    unless ``folder_ok``."""
     if not isinstance(value, str) or not value:
         raise UrbanReprError(f"{path}: '{key}' must be a path string, got {value!r}")
     if value.startswith(DATASET_PREFIX):
-        return _dataset_file(value, key, path)
-    resolved = (path.parent / value).resolve()
-    if not resolved.exists():
-        raise UrbanReprError(f"{path}: '{key}' points to {resolved}, which does not exist")
+        resolved = _dataset_file(value, key, path)
+    else:
+        resolved = (path.parent / value).resolve()
+        if not resolved.exists():
+            raise UrbanReprError(f"{path}: '{key}' points to {resolved}, which does not exist")
+    if resolved.is_dir() and not folder_ok:
+        raise UrbanReprError(f"{path}: '{key}' points to {resolved}, which is a folder; name the file in it")
     return resolved
 
 
@@ -181,6 +200,7 @@ def _parse_bbox(value, path: Path) -> BBox:
 
 def _parse_target(name: str, raw: dict, path: Path) -> TargetSpec:
     where = f"[targets.{name}]"
+    _known_keys(raw, TARGET_KEYS, where, path)
     target_path = _existing(_require(raw, "path", where, path), f"targets.{name}.path", path)
     columns = _require(raw, "columns", where, path)
     if isinstance(columns, str):
@@ -218,6 +238,7 @@ def _parse_target(name: str, raw: dict, path: Path) -> TargetSpec:
 
 
 def _parse(raw: dict, path: Path) -> StudyArea:
+    _known_keys(raw, TOP_KEYS, "the top level", path)
     name = _require(raw, "name", "the top level", path)
     if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
         raise UrbanReprError(f"{path}: 'name' must be letters, digits, '_' or '-', got {name!r}")
@@ -225,9 +246,10 @@ def _parse(raw: dict, path: Path) -> StudyArea:
     if isinstance(boundary_raw, list):
         boundary: Path | BBox = _parse_bbox(boundary_raw, path)
     else:
-        boundary = _existing(boundary_raw, "boundary", path)
+        boundary = _existing(boundary_raw, "boundary", path, folder_ok=str(boundary_raw).endswith(".gdb"))
 
     src = _table(raw, "sources", "the top level", path)
+    _known_keys(src, SOURCE_KEYS, "[sources]", path)
     gtfs = src.get("gtfs", [])
     if isinstance(gtfs, str):
         gtfs = [gtfs]
@@ -237,7 +259,7 @@ def _parse(raw: dict, path: Path) -> StudyArea:
         osm=_existing(src["osm"], "sources.osm", path) if "osm" in src else None,
         gtfs=tuple(_existing(g, "sources.gtfs", path) for g in gtfs),
         rasters={k: _existing(v, f"sources.rasters.{k}", path) for k, v in _table(src, "rasters", "[sources]", path).items()},
-        images=_existing(src["images"], "sources.images", path) if "images" in src else None,
+        images=_existing(src["images"], "sources.images", path, folder_ok=True) if "images" in src else None,
     )
     targets_raw = _table(raw, "targets", "the top level", path)
     targets = {k: _parse_target(k, _table(targets_raw, k, "[targets]", path), path) for k in targets_raw}

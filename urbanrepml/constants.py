@@ -30,6 +30,8 @@ MODEL = "model"
 RESOLUTION = "resolution"
 TABLE = "table"
 COMPLETED = "completed"
+# sha256 over the digests of the source files a modality table was built from (tables are looked up by it)
+SOURCES_DIGEST = "sources_digest"
 
 
 def tag(key: str) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import shlex
 import types
 import typing
 from typing import Any
@@ -154,8 +155,22 @@ def mlproject_parameters(params_cls: type) -> dict[str, tuple[str, Any]]:
     return out
 
 
+def unquoted(value: Any) -> Any:
+    """A value as the stage received it: ``mlflow run`` logs each parameter shell-quoted as it passed it
+    (``'/a b/t.parquet'``, ``''``); one quoted word is unquoted, anything else is returned as is."""
+    if not isinstance(value, str) or not value.strip().startswith(("'", '"')):
+        return value
+    try:
+        words = shlex.split(value)
+    except ValueError:
+        return value
+    return words[0] if len(words) == 1 else ("" if not words else value)
+
+
 def same_value(a: Any, b: Any) -> bool:
-    """Two parameter values equal by meaning: ``"9" == "9.0"``, ``"true" == "True"``, ``"" == "''" == None``."""
+    """Two parameter values equal by meaning: ``"9" == "9.0"``, ``"true" == "True"``, ``"" == "''" == None``,
+    ``"'/a b/t.parquet'" == "/a b/t.parquet"`` (the shell quoting ``mlflow run`` logs)."""
+    a, b = unquoted(a), unquoted(b)
     if is_empty(a) and is_empty(b):
         return True
     if is_empty(a) or is_empty(b):

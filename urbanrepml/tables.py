@@ -19,7 +19,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -62,6 +62,14 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             h.update(block)
+    return h.hexdigest()
+
+
+def combined_digest(digests: Mapping[str, str]) -> str:
+    """One SHA-256 over named digests (e.g. a modality's source files), independent of their order."""
+    h = hashlib.sha256()
+    for name in sorted(digests):
+        h.update(f"{name}={digests[name]}\n".encode())
     return h.hexdigest()
 
 
@@ -121,6 +129,13 @@ def validate_frame(
             )
 
 
+def _umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_table(table: EmbeddingTable, path: str | Path, *, area_cells: np.ndarray | None = None) -> Path:
     """Validate and write atomically. Returns the path."""
     path = Path(path)
@@ -133,6 +148,7 @@ def write_table(table: EmbeddingTable, path: str | Path, *, area_cells: np.ndarr
     os.close(fd)
     try:
         pq.write_table(arrow, tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a published table reads like any other file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

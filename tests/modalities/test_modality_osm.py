@@ -236,7 +236,7 @@ def test_entry_point_end_to_end_on_amsterdam(tracking, entry, n_min):
         assert ((frame["connectivity"] >= 0) & (frame["connectivity"] <= 1)).all()
     inputs = {d.dataset.name for d in run.inputs.dataset_inputs}
     assert "amsterdam_centre.osm.pbf" in inputs
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} == {f"figures/{entry}_pc1.html"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} == {f"figures/{entry}_pc1.html", f"figures/{entry}_pc1.png"}
 
 
 def _bad_pbf_run(study_area_toml, tmp_path, capsys, content: bytes, entry_cls):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -50,6 +52,12 @@ def test_fuse_entry_point_builds_modalities_trains_and_registers(tracking_server
     ids = list(table.frame.index[:5])
     got = model.predict(pd.DataFrame({"region_id": ids}))
     np.testing.assert_allclose(got[table.frame.columns].to_numpy(), table.frame.loc[ids].to_numpy())
+    # the README's predict example answers real numbers (a cell inside the area, with data)
+    from tests.test_readme import _quick_start
+
+    (readme_cell,) = re.findall(r'"region_id": \["([0-9a-f]{15})"\]', _quick_start())
+    answer = model.predict(pd.DataFrame({"region_id": [readme_cell]}))[table.frame.columns].to_numpy(float)
+    assert np.isfinite(answer).all() and np.abs(answer).sum() > 0
     lat, lon = h3ops.cell_centroids(h3ops.parse_cells(ids[:2]))
     by_point = model.predict(pd.DataFrame({"lat": lat, "lon": lon}))
     assert list(by_point["region_id"]) == ids[:2]

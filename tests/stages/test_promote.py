@@ -104,6 +104,10 @@ def test_promote_flow(tracking, tmp_path):
     assert sorted(d.probed) == sorted([v1, v2, v3]) and d.decision in ("kept", "rejected", "promoted")
     tags = {v: client.get_model_version(model, v).tags for v in (v1, v2, v3)}
     assert {t["probe.seed"] for t in tags.values()} == {"3"} and len({t["probe.folds_digest"] for t in tags.values()}) == 1
+    from urbanrepml.analysis.targets import targets_digest
+    from urbanrepml.config import load_study_area
+
+    assert {t["probe.targets_digest"] for t in tags.values()} == {targets_digest(load_study_area(area))}
     assert tags[v1]["probe.folds_digest"] != mv1.tags["probe.folds_digest"]  # other seed, other folds
     assert run_promote_stage(area, seed=3).probed == []  # now recorded on seed 3
 

@@ -14,6 +14,7 @@ from tests.support.processes import clean_env
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.params import make, mlproject_parameters, parse, same_value
 from urbanrepml.stages import ENTRY_POINTS, get_stage
+from urbanrepml.stages.cli import TOOLS
 
 MLPROJECT = yaml.safe_load((REPO / "MLproject").read_text())["entry_points"]
 
@@ -44,6 +45,15 @@ def test_parity_check_catches_drift():
     assert not same_value("61", declared["epochs"][1])
     assert same_value("60.0", declared["epochs"][1]) and same_value("''", declared["tables"][1])
     assert declared["register"] == ("string", "true") and declared["epochs"][0] == "float"
+
+
+def test_same_value_reads_the_quoting_mlflow_run_logs():
+    """`mlflow run` logs each value shell-quoted as it passed it; compared by meaning, they equal what the stage got."""
+    assert same_value("''", None) and same_value("''", "") and same_value('""', None)
+    assert same_value("'/x/dir with spaces/t.parquet'", "/x/dir with spaces/t.parquet")
+    assert same_value("'/x/it'\"'\"'s.parquet'", "/x/it's.parquet")
+    assert not same_value("'/x/a b.parquet'", "/x/a c.parquet") and not same_value("''", "poi=a.parquet")
+    assert same_value("'a b' c", "'a b' c") and not same_value("'a b' c", "a b c")
 
 
 def test_parse_converts_mlflow_strings():
@@ -81,6 +91,6 @@ def test_python_m_urbanrepml_help_and_errors(tmp_path):
     assert out.returncode == 0 and "--block_resolution" in out.stdout and "[default: 7]" in out.stdout
     out = run("nosuch")
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
-        "error: unknown command 'nosuch'; commands: " + ", ".join(ENTRY_POINTS)]
+        "error: unknown command 'nosuch'; commands: " + ", ".join(dict.fromkeys([*ENTRY_POINTS, *TOOLS]))]
     out = run("fuse", "--epochs", "-x")
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("error: ")

@@ -28,7 +28,7 @@ def test_area_entry_point_end_to_end(tracking_server, tmp_path):
     assert run.data.metrics["edges_res9"] == 32  # undirected 1-ring edges among the 16 cells
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "area")}
     assert {"area/boundary.geojson", "area/cells_res8.parquet", "area/cells_res9.parquet"} <= artifacts
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == ["figures/cells_res9.html"]
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == ["figures/cells_res9.html", "figures/cells_res9.png"]
     inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
     assert "study_area.toml" in inputs and "amsterdam_cells_res9" in inputs
     assert len(inputs["study_area.toml"].dataset.digest) == 32

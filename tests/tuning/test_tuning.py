@@ -42,6 +42,10 @@ def test_tune_fusion_end_to_end_and_continue(tracking, tmp_path, capsys):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=400)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "registered urbanrepml-poa_tune/1 with alias candidate" in proc.stdout
+    # progress: a line when each trial starts and one when it finishes, with the study's count
+    lines = proc.stdout.splitlines()
+    assert sum(" started" in line and line.startswith("tune[") for line in lines) == 2
+    assert any(line.startswith("tune[") and line.endswith("(study: 2 finished)") for line in lines)
 
     optuna_db = f"sqlite:///{Path(tracking[len('sqlite:///'):]).parent / 'optuna.db'}"  # beside the tracking store
     client = MlflowClient(tracking)
@@ -142,7 +146,8 @@ def test_same_name_other_space_is_refused_and_states_are_recorded(tracking, tmp_
     assert parent.data.metrics["best_score"] == pytest.approx(study.best_value)
     assert float(parent.data.params["best.x"]) == pytest.approx(study.best_params["x"])
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "figures")} == {
-        "figures/optimization_history.html", "figures/param_importances.html"}
+        "figures/optimization_history.html", "figures/param_importances.html",
+        "figures/optimization_history.png", "figures/param_importances.png"}
 
     with pytest.raises(UrbanReprError, match=r"study 'q' in sqlite:///.*q\.db exists with a different search space \(x changed\)"):
         run_tuning("quad_area", SlowQuadratic(steps=4, step_seconds=0.0, high=5.0), n_trials=1, study_name="q", storage=storage)

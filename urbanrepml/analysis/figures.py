@@ -1,11 +1,10 @@
 """Plotly figures of stage 3 (no MLflow here; the stage logs them with ``tracking.log_figure``).
 
-Maps use :func:`urbanrepml.analysis.maps.cells_map` (offline lon/lat projection).
+Maps use :func:`urbanrepml.analysis.maps.cells_map` (plain lon/lat axes: no base map to fetch).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from urbanrepml.analysis.maps import cells_map
@@ -19,27 +18,21 @@ def target_maps(regions_gdf, y: pd.Series, pred: pd.Series, target: str, label: 
     return {
         f"target_{target}": cells_map(gdf, y.loc[cells], title=f"{target}: target ({len(cells)} cells)", color_name=target),
         f"oof_prediction_{target}": cells_map(gdf, pred.loc[cells], title=f"{target}: out-of-fold prediction ({label})", color_name="prediction"),
-        f"residual_{target}": _diverging(cells_map(gdf, resid, title=f"{target}: residual y − prediction ({label})", color_name="residual"), resid),
+        f"residual_{target}": cells_map(gdf, resid, title=f"{target}: residual y − prediction ({label})", color_name="residual",
+                                        colorscale="RdBu_r", zmid=0.0),
     }
-
-
-def _diverging(fig, values: pd.Series):
-    bound = float(np.nanmax(np.abs(values.to_numpy()))) if len(values) else 1.0
-    fig.update_traces(colorscale="RdBu_r", zmid=0, zmin=-bound, zmax=bound)
-    return fig
 
 
 def fold_map(regions_gdf, fold: pd.Series, title: str):
     """Map of the fold of every probed cell (discrete colours)."""
-    fig = cells_map(regions_gdf.loc[fold.index], fold.astype(float), title=title, color_name="fold")
     k = int(fold.max()) + 1 if len(fold) else 1
     palette = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666", "#1f78b4", "#b2df8a"]
     scale = []
     for i in range(k):
         c = palette[i % len(palette)]
         scale += [(i / k, c), ((i + 1) / k, c)]
-    fig.update_traces(colorscale=scale, zmin=-0.5, zmax=k - 0.5, colorbar={"title": "fold", "tickvals": list(range(k))})
-    return fig
+    return cells_map(regions_gdf.loc[fold.index], fold.astype(float), title=title, color_name="fold", colorscale=scale,
+                     zmin=-0.5, zmax=k - 0.5, colorbar={"tickvals": list(range(k))})
 
 
 def r2_bars(scores: dict[str, dict[str, float]], title: str):

@@ -40,6 +40,7 @@ from urbanrepml.constants import REGION_ID
 from urbanrepml.areas import h3ops
 from urbanrepml.config import StudyArea, TargetSpec, load_study_area
 from urbanrepml.errors import UrbanReprError
+from urbanrepml.tables import combined_digest, file_digest
 
 #: polygon targets: a cell needs at least this fraction of its area covered by polygons with values
 MIN_POLYGON_COVER = 0.5
@@ -68,6 +69,12 @@ class Targets:
 
 
 # ---------------------------------------------------------------------------------------------- readers
+
+
+def targets_digest(spec: StudyArea) -> str:
+    """One SHA-256 over the study area's target files (names ``target.<name>``, as the probe logs them):
+    probe records are keyed by it, so evidence on other target files is never compared."""
+    return combined_digest({f"target.{name}": file_digest(t.path) for name, t in spec.targets.items()})
 
 
 def _read_table_file(path: Path, what: str) -> pd.DataFrame:

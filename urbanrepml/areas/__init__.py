@@ -7,6 +7,7 @@ from urbanrepml.areas.area import (
     DEFAULT_RESOLUTIONS,
     Area,
     build_area,
+    cache_on_success,
     estimate_cells,
     parse_resolutions,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "DEFAULT_RESOLUTIONS",
     "Area",
     "build_area",
+    "cache_on_success",
     "estimate_cells",
     "parse_resolutions",
     "read_boundary",

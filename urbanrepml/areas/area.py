@@ -8,21 +8,24 @@ every child has its parent and the hierarchy is closed.
 
 Results are cached under ``<data dir>/cache/areas/<name>-<key>/`` where ``key``
 hashes the boundary geometry and the resolutions; a changed boundary or request
-builds anew.
+builds anew. Inside :func:`cache_on_success` (every stage's run) the cache entry is
+written only when the run succeeds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import h3
 import numpy as np
@@ -243,13 +246,48 @@ def build_area(
     path = cache_dir() / "areas" / f"{spec.name}-{_cache_key(boundary, res)}"
     if use_cache and (path / "area.npz").is_file():
         return _load(path, spec.name, boundary, res)
+    if use_cache and _PENDING:
+        for pending_path, pending in _PENDING[-1]:
+            if pending_path == path:
+                return pending
     cells, edges, parents = _compute(boundary, res)
     empty = [r for r in res if len(cells[r]) == 0]
     if empty:
         raise UrbanReprError(f"area {spec.name!r} has no H3 cells at resolution(s) {empty}")
     area = Area(spec.name, boundary, res, cells, edges, parents)
     if use_cache:
+        if _PENDING:  # inside cache_on_success(): written when the whole block succeeds
+            _PENDING[-1].append((path, area))
+            return area
         path.parent.mkdir(parents=True, exist_ok=True)
         _save(path, area)
         area = Area(spec.name, boundary, res, cells, edges, parents, cache_path=path)
     return area
+
+
+_PENDING: list[list[tuple[Path, Area]]] = []
+
+
+@contextlib.contextmanager
+def cache_on_success() -> Iterator[None]:
+    """Areas built inside the block are cached only when the block succeeds (a failed run leaves no cache entry).
+
+    Nested blocks join the outermost one.
+    """
+    if _PENDING:
+        yield
+        return
+    _PENDING.append([])
+    try:
+        yield
+        pending = _PENDING[-1]
+    finally:
+        _PENDING.pop()
+    for path, area in pending:
+        if (path / "area.npz").is_file():
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _save(path, area)
+        except OSError as exc:  # the run succeeded; only the cache is missing (the next run builds it again)
+            print(f"warning: area {area.name!r} not cached in {path.parent} ({exc.strerror or exc})", file=sys.stderr)

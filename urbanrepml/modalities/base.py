@@ -16,6 +16,7 @@ import pandas as pd
 from urbanrepml.areas import Area
 from urbanrepml.config import StudyArea
 from urbanrepml.errors import UrbanReprError
+from urbanrepml.tables import combined_digest, file_digest
 
 
 @dataclass
@@ -60,6 +61,11 @@ class Modality(ABC):
     def params(self) -> dict[str, object]:
         """Parameters to log (constructor arguments)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+def sources_digest(files: dict[str, Path]) -> str:
+    """The digest a modality table is keyed by: one SHA-256 over its source files' names and SHA-256s."""
+    return combined_digest({name: file_digest(path) for name, path in files.items()})
 
 
 def osm_source(spec: StudyArea) -> dict[str, Path]:

@@ -114,6 +114,20 @@ def open_raster(path: Path):
         raise UrbanReprError(f"raster {path} is not a readable GeoTIFF/COG ({exc})") from None
 
 
+def read_window(src, path: Path, window, *, masks: bool = False) -> np.ndarray:
+    """``src.read(window=...)`` (or its masks); a truncated or corrupt file is one clear line naming it."""
+    from rasterio.errors import RasterioError
+
+    try:
+        return src.read_masks(window=window) if masks else src.read(window=window)
+    except RasterioError as exc:
+        cause = exc.__cause__ or exc.__context__ or exc  # GDAL's own message ("IReadBlock failed at ...")
+        reason = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(exc).__name__
+        raise UrbanReprError(f"raster {path} is truncated or corrupt: rows {int(window.row_off)}-"
+                             f"{int(window.row_off + window.height)} cannot be read ({reason}); "
+                             "replace the file with a complete copy") from None
+
+
 def band_names(path: str | Path) -> list[str]:
     """Band descriptions of a raster (``b1``, ``b2``... where a band has none)."""
     with open_raster(Path(path)) as src:
@@ -204,10 +218,10 @@ def accumulate_raster(
         for r in range(row0, row0 + height, rows_per_block):
             h = min(rows_per_block, row0 + height - r)
             win = Window(col0, r, width, h)
-            data = src.read(window=win)
+            data = read_window(src, path, win)
             invalid = (data == file_nodata) if file_nodata is not None else np.zeros(data.shape, dtype=bool)
             if internal_mask:  # per-dataset or alpha masks (nodata is handled above)
-                invalid |= src.read_masks(window=win) == 0
+                invalid |= read_window(src, path, win, masks=True) == 0
             rows = np.arange(r, r + h, dtype=np.float64) + 0.5
             cc, rr = np.meshgrid(cols, rows)
             x = a.a * cc + a.b * rr + a.c

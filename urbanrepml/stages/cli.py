@@ -14,14 +14,17 @@ from urbanrepml.params import parse
 from urbanrepml.stages import ENTRY_POINTS, get_stage
 
 # Commands of `python -m urbanrepml` that are not stages: name -> "module:function(argv)".
-TOOLS: dict[str, str] = {"datasets": "urbanrepml.datasets.cli:main"}
+TOOLS: dict[str, str] = {"datasets": "urbanrepml.datasets.cli:main", "runs": "urbanrepml.tracking.stale:main"}
 
 
 def run_stage(name: str, argv: Sequence[str] | None = None):
     """Parse ``argv`` with stage ``name``'s parameters and run it; returns what the stage returns."""
+    from urbanrepml.areas import cache_on_success
+
     stage = get_stage(name)
     params = parse(stage.params_cls, argv, prog=name, description=stage.description)
-    return stage.run(params)
+    with cache_on_success():  # a failed run leaves no area cache entry
+        return stage.run(params)
 
 
 def main_for(name: str) -> Callable[[Sequence[str] | None], object]:

@@ -19,6 +19,7 @@ Steps (rank 0 does all tracking; other ``torchrun`` ranks only train):
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -64,6 +65,26 @@ class Params:
     patience: int = param(FUSE_DEFAULTS["patience"], "early stopping: epochs without validation improvement (0: off)")
     val_fraction: float = param(FUSE_DEFAULTS["val_fraction"], "share of res-7 blocks held out for validation")
 
+    def check(self) -> None:
+        """Refuse values out of range with one line naming the parameter (before anything runs)."""
+        from urbanrepml.tasks.fusion.inputs import parse_tables_param
+
+        parse_tables_param(self.tables)
+        lowest = {"epochs": 1, "checkpoint_every": 1, "cone_batch": 1, "convs_per_level": 0, "patience": 0, "ring_k": 0,
+                  "seed": 0}
+        for name, low in lowest.items():
+            if getattr(self, name) < low:
+                raise UrbanReprError(f"parameter {name}: must be >= {low}, got {getattr(self, name)}"
+                                     + (" (0: no early stopping)" if name == "patience" else ""))
+        for name, low, high in (("dropout", 0.0, 1.0), ("val_fraction", 0.0, 1.0)):
+            value = getattr(self, name)
+            if not low <= value < high:
+                raise UrbanReprError(f"parameter {name}: must be in [{low:g}, {high:g}), got {value}")
+        for name in ("lr", "consistency_weight"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
+                raise UrbanReprError(f"parameter {name}: must be a finite number {'> 0' if name == 'lr' else '>= 0'}, got {value}")
+
     def train_config(self) -> TrainConfig:
         """The training configuration (built the same way as ``tune``'s trials)."""
         res = parse_resolutions(self.resolutions)
@@ -85,21 +106,28 @@ class Params:
 
 
 def ensure_modality_tables(spec, resolution: int) -> list[str]:
-    """Build every modality the area has sources for, as nested runs, when it has no table at ``resolution`` yet.
+    """Build, as nested runs, every modality the area has sources for when it has no table at ``resolution``
+    yet, and rebuild those whose newest table was built from other source files than the area names now.
 
     Modalities without sources (e.g. aerial without imagery) are skipped with a line
     saying so; a source that fails (corrupt file, no overlap) fails the whole stage.
     Returns the modalities built.
     """
+    from urbanrepml.modalities import MODALITIES, current_sources_digests
     from urbanrepml.stages.modality import run_modality_stage
+    from urbanrepml.tracking.fusion import stale_modalities
     from urbanrepml.tracking.tables import list_table_modalities
 
+    names = sorted(MODALITIES)
     if list_table_modalities(spec.name, resolution):
-        return []
+        stale = stale_modalities(spec.name, resolution, current_sources_digests(spec))
+        for name, run_id in sorted(stale.items()):
+            print(f"fuse: rebuilding modality {name}: its newest table (run {run_id}) was built from other source "
+                  f"files than {spec.source_file.name} names now")
+        names = sorted(stale)
     built = []
-    from urbanrepml.modalities import MODALITIES
-
-    for name, cls in sorted(MODALITIES.items()):
+    for name in names:
+        cls = MODALITIES[name]
         try:
             modality = cls()
             modality.source_files(spec)
@@ -135,6 +163,7 @@ def run_fuse_stage(p: Params):
 
     if p.model not in MODELS:
         raise UrbanReprError(f"model must be one of {', '.join(MODELS)}, got {p.model!r}")
+    p.check()
     spec = load_study_area(p.study_area)
     cfg = p.train_config() if p.model in LEARNED_MODELS else None
     if cfg is not None and cfg.model == "cone_unet" and p.cone_root_resolution > min(cfg.resolutions):
@@ -154,6 +183,7 @@ def run_fuse_stage(p: Params):
 
 def _load_inputs(p: Params, spec, area):
     """The fusion inputs; a resumed run gets exactly the tables it started with (checked by digest)."""
+    from urbanrepml.modalities import current_sources_digests
     from urbanrepml.tasks.fusion.inputs import load_fusion_inputs, parse_tables_param
     from urbanrepml.tracking.checkpoints import check_resume_inputs, resume_tables
     from urbanrepml.tracking.fusion import store_tables
@@ -162,8 +192,8 @@ def _load_inputs(p: Params, spec, area):
     provenance = None
     if p.resume_run_id and tables is None:
         tables = resume_tables(p.resume_run_id, p.resolution, cache_dir() / "resume" / p.resume_run_id)
-    if tables is None:
-        tables, provenance = store_tables(spec.name, p.resolution)
+    if tables is None:  # the newest tables built from the source files the area names now
+        tables, provenance = store_tables(spec.name, p.resolution, sources=current_sources_digests(spec))
     inputs = load_fusion_inputs(spec, p.resolution, tables, area=area, provenance=provenance)
     if p.resume_run_id:
         check_resume_inputs(p.resume_run_id, inputs.digests)
@@ -254,7 +284,10 @@ def _rank0(p: Params, spec, cfg: TrainConfig | None, world: int):
                                 "epochs_run": result.epochs_run, "stopped_early": float(result.stopped_early)})
             extra.update({"best_epoch": result.best_epoch, "embedding": "finest-resolution output z_0"})
         table = fused_table(values, inputs, run_id, extra)
-        with publish_on_success(table, table_path(spec.name, FUSED, p.resolution), area_cells=area.cells(p.resolution)):
+        local = table_path(spec.name, FUSED, p.resolution)
+        if not p.register:  # the shared local table stays the one registered as @candidate
+            local = local.parent / "unregistered" / run_id / local.name
+        with publish_on_success(table, local, area_cells=area.cells(p.resolution)):
             log_embedding_table(table)
             log_embedding_model(table)
             mlflow.log_metrics({"n_cells": table.frame.shape[0], "embedding_dim": table.frame.shape[1]})

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from urbanrepml.areas import build_area
+from urbanrepml.areas import build_area, cache_on_success
 from urbanrepml.config import DEFAULT_STUDY_AREA, load_study_area
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.modalities import MODALITIES
@@ -18,7 +18,8 @@ from urbanrepml.params import param
 from urbanrepml.stages.base import Stage
 from urbanrepml.paths import data_dir
 from urbanrepml.analysis.maps import cells_map
-from urbanrepml.tables import EmbeddingTable, TableMeta, publish_on_success, to_embedding_frame
+from urbanrepml.constants import SOURCES_DIGEST, tag
+from urbanrepml.tables import EmbeddingTable, TableMeta, combined_digest, publish_on_success, to_embedding_frame
 
 
 def table_path(study_area: str, modality: str, resolution: int) -> Path:
@@ -42,8 +43,13 @@ def run_modality_stage(modality: Modality, study_area: str, resolution: int, *, 
     Logs params, source files as datasets (with digests), coverage (cells with
     data / cells in the area), feature count, seconds taken, a map of the first
     principal component, and the table as an artifact tagged so fusion finds it.
-    No table is written and the run is marked FAILED when anything goes wrong.
+    No table or area cache entry is written and the run is marked FAILED when anything goes wrong.
     """
+    with cache_on_success():  # the area is cached only when the run succeeds
+        return _run_modality(modality, study_area, resolution, nested=nested)
+
+
+def _run_modality(modality: Modality, study_area: str, resolution: int, *, nested: bool) -> EmbeddingTable:
     import mlflow
 
     from urbanrepml.tracking import log_embedding_table, log_figure, log_source_files, stage_run
@@ -56,6 +62,7 @@ def run_modality_stage(modality: Modality, study_area: str, resolution: int, *, 
                    run_name=f"{modality.name}-res{resolution}", nested=nested) as run:
         start = time.perf_counter()
         digests = log_source_files(modality.source_files(spec))
+        mlflow.set_tag(tag(SOURCES_DIGEST), combined_digest(digests))  # later stages look tables up by it
         area = build_area(spec, [resolution])
         result = modality.compute(spec, area, resolution)
         features = result.features

@@ -35,11 +35,12 @@ from urbanrepml.stages.fuse import MODELS
 def _modality_step(study_area: str, spec, resolution: int) -> list[dict]:
     from mlflow.tracking import MlflowClient
 
-    from urbanrepml.modalities import MODALITIES
+    from urbanrepml.modalities import MODALITIES, current_sources_digests
     from urbanrepml.stages.modality import run_modality_stage
     from urbanrepml.tracking.tables import find_latest_table, list_table_modalities
 
     existing = set(list_table_modalities(spec.name, resolution))
+    current = current_sources_digests(spec)  # a table built from other source files is rebuilt, never reused
     rows = []
     client = MlflowClient()
     names = list(MODALITIES) + sorted(existing - set(MODALITIES))  # plus tables of modalities from elsewhere
@@ -47,7 +48,7 @@ def _modality_step(study_area: str, spec, resolution: int) -> list[dict]:
         cls = MODALITIES.get(name)
         row = {"modality": name, "status": "", "coverage": float("nan"), "cells": float("nan"), "run_id": ""}
         if name in existing:
-            hit = find_latest_table(spec.name, name, resolution)
+            hit = find_latest_table(spec.name, name, resolution, sources_digest=current.get(name))
             if hit is not None:
                 run = client.get_run(hit[1])
                 row.update(status="reused", run_id=hit[1], coverage=run.data.metrics.get("coverage", float("nan")),

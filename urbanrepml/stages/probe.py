@@ -29,7 +29,7 @@ import pandas as pd
 from urbanrepml.analysis.figures import fold_map, r2_bars, target_maps
 from urbanrepml.analysis.folds import make_folds
 from urbanrepml.analysis.probes import PROBES, CVResult, constant_targets, cross_validate, latlon_km
-from urbanrepml.analysis.targets import load_targets
+from urbanrepml.analysis.targets import load_targets, targets_digest
 from urbanrepml.areas import build_area, h3ops
 from urbanrepml.config import DEFAULT_STUDY_AREA, load_study_area
 from urbanrepml.errors import UrbanReprError
@@ -105,6 +105,7 @@ def _baseline_features(inp: ProbeInput, spec, area) -> tuple[dict[str, pd.DataFr
             return {k: t.frame for k, t in tables.items()}, f"baselines from run {inp.source_run_id}"
     else:
         fallback = ""
+    from urbanrepml.modalities import current_sources_digests
     from urbanrepml.tasks.fusion.baselines import concat_baseline, ring_baseline
     from urbanrepml.tasks.fusion.inputs import load_fusion_inputs
     from urbanrepml.tracking.fusion import store_tables
@@ -113,7 +114,7 @@ def _baseline_features(inp: ProbeInput, spec, area) -> tuple[dict[str, pd.DataFr
     if not list_table_modalities(spec.name, res):
         return {}, (f"{fallback}no baselines: no modality tables of {spec.name!r} at resolution {res} in the tracking store "
                     f"(run e.g. `mlflow run . -e roads -P resolution={res}` first)")
-    tables, provenance = store_tables(spec.name, res)
+    tables, provenance = store_tables(spec.name, res, sources=current_sources_digests(spec))
     inputs = load_fusion_inputs(spec.source_file, res, tables, area=area, provenance=provenance)
     ring = ring_baseline(inputs.x, inputs.edge_index(area), inputs.n_cells)
     frames = {"concat": pd.DataFrame(concat_baseline(inputs), index=inputs.region_ids),
@@ -184,9 +185,11 @@ def run_probe_stage(
     fold = make_folds(cells, cv, block_resolution, folds, seed)
     pfx = fold.metric_prefix
 
+    targets_key = targets_digest(spec)
     params = {"study_area": study_area, "model_uri": model_uri or "", "table": table or "", "probe": probe,
               "block_resolution": block_resolution, "folds": folds, "cv": cv, "seed": seed,
-              "resolved.input": inp.uri, "resolved.resolution": res, "folds_digest": fold.digest[:16]}
+              "resolved.input": inp.uri, "resolved.resolution": res, "folds_digest": fold.digest[:16],
+              "targets_digest": targets_key[:16]}
     tags = {"probe": probe, "cv": cv, "resolution": res, "input": inp.kind}
     if inp.model_version:
         tags["model_version"] = f"{inp.model_version[0]}/{inp.model_version[1]}"
@@ -259,7 +262,8 @@ def run_probe_stage(
 
             # the settings the folds were made with: promote trusts a record only when they match its own
             record = {"probe": probe, "cv": cv, "block_resolution": block_resolution, "folds": folds,
-                      "seed": str(int(seed))}  # a string: record_probe rounds numbers to 6 digits
+                      "seed": str(int(seed)),  # a string: record_probe rounds numbers to 6 digits
+                      "targets_digest": targets_key}  # and the target files: promote compares only identical evidence
             keys = ["mean_r2", *(f"baseline_{name}_mean_r2" for name in baselines), *(f"r2_{t}" for t in y.columns)]
             record.update({k: metrics[k] for k in keys if metrics.get(k) is not None})  # NaN metrics were dropped
             record_probe(inp.model_version, record, run.info.run_id, fold.digest, prefix=probe_prefix(probe))

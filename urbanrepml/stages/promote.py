@@ -4,15 +4,15 @@ The ``promote`` stage (:func:`run_promote_stage`); the policy lives in :mod:`urb
 
 1. lists the versions of ``urbanrepml-<study_area>`` (none: a clear error);
 2. probes every version that lacks a probe record on the current settings (tags ``probe.*`` written
-   by the probe stage with spatial folds and the same ``probe``, ``block_resolution``, ``folds`` and
-   fold ``seed``), each as a nested probe run - every version, and its concat and ring baselines, are
+   by the probe stage with spatial folds and the same ``probe``, ``block_resolution``, ``folds``, fold
+   ``seed`` and target files, ``probe.targets_digest``), each as a nested probe run - every version, and its concat and ring baselines, are
    scored on the spatial blocks of the probe stage;
 3. reads each version's evidence from its probe run: ``<metric>``, ``baseline_concat_<metric>``,
    ``baseline_ring_<metric>`` (lower is better for ``rmse``/``mae``/``poisson_deviance`` metrics);
 4. picks the best version and moves ``champion`` to it only if it beats the current champion and both
    baselines by at least ``min_gain`` (and by something: a tie never moves the alias); only versions
-   scored on the champion's folds (equal ``folds_digest``) compete with it - a better score on other
-   folds is rejected as not comparable;
+   scored on the champion's folds and target files (equal ``folds_digest`` and ``targets_digest``)
+   compete with it - a better score on other evidence is rejected as not comparable;
 5. records the decision and evidence on the version as tags ``promote.decision``, ``promote.reason``,
    ``promote.evidence`` (JSON: values, run ids, folds digests), and the same on the promote run.
 
@@ -33,6 +33,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from urbanrepml.analysis.targets import targets_digest
 from urbanrepml.config import DEFAULT_STUDY_AREA, load_study_area
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.params import param
@@ -59,13 +60,14 @@ def run_promote_stage(study_area: str, metric: str = "mean_r2", min_gain: float 
     if not versions:
         raise UrbanReprError(f"registered model {name!r} has no versions to promote; run `mlflow run . -e fuse` "
                              f"(or -e tune) with study_area={spec.name} first")
+    targets_key = targets_digest(spec)  # records on other target files are probed again, never compared
     params = {"study_area": study_area, "metric": metric, "min_gain": min_gain, "promote.probe": probe,
               "promote.block_resolution": block_resolution, "promote.folds": folds, "promote.seed": seed}
     with stage_run("promote", spec.name, run_name="promote") as run:
         log_new_params(params)
         probed, skipped = [], {}
         for mv in sorted(versions, key=lambda v: int(v.version)):
-            if has_probe_record(mv, probe, block_resolution, folds, seed):
+            if has_probe_record(mv, probe, block_resolution, folds, seed, targets_key):
                 continue
             print(f"promote: probing {name} version {mv.version} (no probe record on these folds)", flush=True)
             try:
@@ -77,7 +79,7 @@ def run_promote_stage(study_area: str, metric: str = "mean_r2", min_gain: float 
                 print(f"promote: version {mv.version} not probed ({exc}); it cannot be promoted", flush=True)
         evidence: dict[str, Evidence] = {}
         for mv in client.search_model_versions(f"name = '{name}'"):
-            if not has_probe_record(mv, probe, block_resolution, folds, seed):
+            if not has_probe_record(mv, probe, block_resolution, folds, seed, targets_key):
                 skipped.setdefault(str(mv.version), "no probe record")
                 continue
             evidence[str(mv.version)] = evidence_of(mv, metric, probe, client)

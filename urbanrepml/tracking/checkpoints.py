@@ -34,6 +34,7 @@ from mlflow.tracking import MlflowClient
 
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.tracking.runs import configure_tracking, ending_run, log_new_params, stage_run, tag
+from urbanrepml.tracking.stale import process_tags
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_NAME = "best.pt"
@@ -223,5 +224,6 @@ def fuse_run(study_area: str, *, params: Mapping[str, object], tags: Mapping[str
         MlflowClient().set_tag(cli_run, tag("resumed_into"), resume_run_id)
         MlflowClient().set_tag(cli_run, "mlflow.note.content", f"resume of run {resume_run_id}; see that run")
     run = mlflow.start_run(run_id=resume_run_id, log_system_metrics=True)
+    mlflow.set_tags(process_tags())  # the process that now runs it (runs close-stale reads these)
     with ending_run():
         yield run

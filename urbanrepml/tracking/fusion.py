@@ -2,8 +2,9 @@
 
 - ``find_modality_tables(study_area, resolution, modalities=None) -> {modality: (path, run_id)}``:
   the newest finished table per modality (downloads it).
-- ``store_tables(study_area, resolution) -> (tables, provenance)``: the same, shaped for
-  :func:`urbanrepml.tasks.fusion.inputs.load_fusion_inputs`; no table is one clear error.
+- ``store_tables(study_area, resolution, sources=None) -> (tables, provenance)``: the same, shaped for
+  :func:`urbanrepml.tasks.fusion.inputs.load_fusion_inputs`; no table is one clear error, and so is a
+  table built from other source files than ``sources`` (``{modality: sources digest}``) names.
 - ``log_fusion_inputs(inputs)``: every table as an input dataset of the active run, plus params
   ``inputs.*`` and metrics ``inputs.coverage_<modality>``.
 - ``log_baselines(tables, area_cells=None)``: the concat and ring baseline tables as
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import mlflow
 import numpy as np
@@ -29,7 +30,7 @@ from urbanrepml.constants import tag
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.tables import EmbeddingTable, read_table, write_table
 from urbanrepml.tracking.lineage import log_table_input
-from urbanrepml.tracking.tables import find_latest_table, list_table_modalities, table_artifact_path
+from urbanrepml.tracking.tables import find_latest_table, latest_table_run, list_table_modalities, table_artifact_path
 
 BASELINES_DIR = "baselines"
 BASELINE_PREFIXES = ("concat", "ring")
@@ -38,21 +39,35 @@ INPUT_HINT = ("run a modality entry point first, e.g. `mlflow run . -e poi -P re
 
 
 def find_modality_tables(
-    study_area: str, resolution: int, modalities: Sequence[str] | None = None, dst_dir: str | Path | None = None
+    study_area: str, resolution: int, modalities: Sequence[str] | None = None, dst_dir: str | Path | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> dict[str, tuple[Path, str]]:
     """Newest finished table per modality of (``study_area``, ``resolution``) in the tracking store.
 
-    ``modalities=None`` means every modality that has a table there. Returns
-    ``{modality: (local path, producer run id)}`` (downloaded under ``dst_dir`` or a temporary
+    ``modalities=None`` means every modality that has a table there. ``sources``: ``{modality: sources
+    digest}`` of the files the study area names now; a modality listed there only counts a table built
+    from exactly those files (modalities not listed, e.g. built from a path parameter, take the newest).
+    Returns ``{modality: (local path, producer run id)}`` (downloaded under ``dst_dir`` or a temporary
     folder); modalities without a table are left out.
     """
     names = list(modalities) if modalities is not None else list_table_modalities(study_area, resolution)
     found: dict[str, tuple[Path, str]] = {}
     for modality in sorted(set(names)):
-        hit = find_latest_table(study_area, modality, resolution, dst_dir=dst_dir)
+        digest = (sources or {}).get(modality)
+        hit = find_latest_table(study_area, modality, resolution, dst_dir=dst_dir, sources_digest=digest)
         if hit is not None:
             found[modality] = hit
     return found
+
+
+def stale_modalities(study_area: str, resolution: int, sources: Mapping[str, str]) -> dict[str, str]:
+    """``{modality: run id}`` of modalities whose newest table was built from other files than ``sources`` names."""
+    out: dict[str, str] = {}
+    for modality in list_table_modalities(study_area, resolution):
+        if modality in sources and latest_table_run(study_area, modality, resolution, sources[modality]) is None:
+            newest = latest_table_run(study_area, modality, resolution)
+            out[modality] = newest.info.run_id if newest is not None else ""
+    return out
 
 
 def log_fusion_inputs(inputs, context: str = "fusion_input") -> None:
@@ -126,10 +141,22 @@ def load_baseline_tables(run_id: str, dst_dir: str | Path | None = None) -> dict
 
 
 
-def store_tables(study_area: str, resolution: int, dst_dir: str | Path | None = None
-                 ) -> tuple[dict[str, Path], dict[str, tuple[str, str]]]:
-    """The newest table per modality in the store: ``({modality: path}, {modality: (run id, source URI)})``."""
-    found = find_modality_tables(study_area, resolution, dst_dir=dst_dir)
+def store_tables(study_area: str, resolution: int, dst_dir: str | Path | None = None,
+                 sources: Mapping[str, str] | None = None) -> tuple[dict[str, Path], dict[str, tuple[str, str]]]:
+    """The newest table per modality in the store: ``({modality: path}, {modality: (run id, source URI)})``.
+
+    ``sources`` (``{modality: sources digest}``, see :func:`find_modality_tables`): a modality whose tables
+    were all built from other source files than the study area names now is refused with one line.
+    """
+    if sources:
+        stale = stale_modalities(study_area, resolution, sources)
+        if stale:
+            m, run = min(stale.items())
+            raise UrbanReprError(
+                f"the {m} table of study area {study_area!r} at resolution {resolution} (run {run}) was built from other "
+                f"source files than the study area names now; rebuild it (`mlflow run . -e {m} -P study_area=... "
+                f"-P resolution={resolution}`, or run fuse, which rebuilds it)")
+    found = find_modality_tables(study_area, resolution, dst_dir=dst_dir, sources=sources)
     if not found:
         raise UrbanReprError(f"no modality tables for study area {study_area!r} at resolution {resolution} in the "
                              "tracking store; " + INPUT_HINT.format(resolution=resolution))

@@ -4,15 +4,15 @@ The promotion policy (the ``promote`` stage in :mod:`urbanrepml.stages.promote` 
 
 1. lists the versions of ``urbanrepml-<study_area>`` (none: a clear error);
 2. probes every version that lacks a probe record on the current settings (tags ``probe.*`` written
-   by the probe stage with spatial folds and the same ``probe``, ``block_resolution``, ``folds`` and
-   fold ``seed``), each as a nested probe run - every version, and its concat and ring baselines, are
-   scored on the spatial blocks of the probe stage;
+   by the probe stage with spatial folds and the same ``probe``, ``block_resolution``, ``folds``, fold
+   ``seed`` and target files, ``probe.targets_digest``), each as a nested probe run - every version,
+   and its concat and ring baselines, are scored on the spatial blocks of the probe stage;
 3. reads each version's evidence from its probe run: ``<metric>``, ``baseline_concat_<metric>``,
    ``baseline_ring_<metric>`` (lower is better for ``rmse``/``mae``/``poisson_deviance`` metrics);
 4. picks the best version and moves ``champion`` to it only if it beats the current champion and both
    baselines by at least ``min_gain`` (and by something: a tie never moves the alias); only versions
-   scored on the champion's folds (equal ``folds_digest``) compete with it - a better score on other
-   folds is rejected as not comparable;
+   scored on the champion's folds and target files (equal ``folds_digest`` and ``targets_digest``)
+   compete with it - a better score on other evidence is rejected as not comparable;
 5. records the decision and evidence on the version as tags ``promote.decision``, ``promote.reason``,
    ``promote.evidence`` (JSON: values, run ids, folds digests), and the same on the promote run.
 
@@ -46,6 +46,7 @@ class Evidence:
     probe_run_id: str
     folds_digest: str
     run_id: str | None = None  # the run that produced the version
+    targets_digest: str = ""  # the target files the probe scored against (one digest over their SHA-256s)
 
 
 @dataclass
@@ -77,12 +78,16 @@ def _gain(metric: str, a: float, b: float) -> float:
     return a - b if higher_is_better(metric) else b - a
 
 
-def has_probe_record(mv, probe: str = "ridge", block_resolution: int = 7, folds: int = 5, seed: int = 0) -> bool:
+def has_probe_record(mv, probe: str = "ridge", block_resolution: int = 7, folds: int = 5, seed: int = 0,
+                     targets_digest: str | None = None) -> bool:
     """Whether ``mv`` holds a probe record made with these settings (spatial folds, same block resolution,
-    fold count and fold seed). A record without the settings (an older one) does not count: it is re-probed."""
+    fold count and fold seed, and - when ``targets_digest`` is given - the same target files). A record
+    without the settings (an older one) does not count: it is re-probed."""
     prefix = probe_prefix(probe)
     t = mv.tags
     if not (t.get(f"{prefix}run_id") and t.get(f"{prefix}folds_digest") and t.get(f"{prefix}mean_r2")):
+        return False
+    if targets_digest is not None and t.get(f"{prefix}targets_digest") != targets_digest:
         return False
     if t.get(f"{prefix}cv", "spatial") != "spatial":
         return False
@@ -120,7 +125,7 @@ def evidence_of(mv, metric: str, probe: str = "ridge", client: MlflowClient | No
         return v
 
     return Evidence(str(mv.version), float(value), baseline("concat"), baseline("ring"), run_id,
-                    mv.tags.get(f"{prefix}folds_digest", ""), mv.run_id)
+                    mv.tags.get(f"{prefix}folds_digest", ""), mv.run_id, mv.tags.get(f"{prefix}targets_digest", ""))
 
 
 def decide(evidence: dict[str, Evidence], champion: str | None, metric: str, min_gain: float) -> Decision:
@@ -131,15 +136,18 @@ def decide(evidence: dict[str, Evidence], champion: str | None, metric: str, min
         return (e.value if higher_is_better(metric) else -e.value, int(e.version))
 
     champ = evidence.get(champion) if champion else None
-    # Scores are comparable only on the same folds (same cells, block resolution, fold count and seed):
-    # with a champion, only versions scored on the champion's folds compete with it.
-    comparable = {v: e for v, e in evidence.items() if champ is None or e.folds_digest == champ.folds_digest}
+    # Scores are comparable only on the same folds (same cells, block resolution, fold count and seed) and
+    # the same target files: with a champion, only versions scored on exactly its evidence compete with it.
+    comparable = {v: e for v, e in evidence.items() if champ is None
+                  or (e.folds_digest == champ.folds_digest and e.targets_digest == champ.targets_digest)}
     best = max(comparable.values(), key=rank)
     other = [e for e in evidence.values() if e.version not in comparable]
     if other and rank(top := max(other, key=rank)) > rank(best):
-        return Decision(False, "rejected", f"version {top.version} ({metric} {top.value:.4f}) was scored on other folds "
-                                           f"(digest {top.folds_digest[:12]}) than {CHAMPION} version {champ.version} "
-                                           f"(digest {champ.folds_digest[:12]}: other cells or fold settings), so the "
+        what = ("folds" if top.folds_digest != champ.folds_digest else "targets")
+        mine, theirs = ((top.folds_digest, champ.folds_digest) if what == "folds" else (top.targets_digest, champ.targets_digest))
+        return Decision(False, "rejected", f"version {top.version} ({metric} {top.value:.4f}) was scored on other {what} "
+                                           f"(digest {mine[:12]}) than {CHAMPION} version {champ.version} "
+                                           f"(digest {theirs[:12]}: other cells, fold settings or target files), so the "
                                            "scores are not comparable; it is not promoted", metric=metric,
                         min_gain=min_gain, best=top, champion=champ, previous_champion=champion)
     base = dict(metric=metric, min_gain=min_gain, best=best, champion=champ, previous_champion=champion)

@@ -14,49 +14,39 @@ Under ``mlflow run`` the CLI has already created the run (``MLFLOW_RUN_ID``), an
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import urllib.error
-import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-import mlflow  # noqa: E402
+import mlflow
 
-from urbanrepml.constants import TAG_PREFIX, experiment_name, tag  # noqa: E402,F401 - re-exported
-from urbanrepml.errors import UrbanReprError  # noqa: E402
-from urbanrepml.redact import redact  # noqa: E402
-
-
-
-def resolve_tracking_uri() -> str:
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
-def check_server(uri: str, timeout: float = 5.0) -> None:
-    """For http(s) tracking URIs, fail clearly when the server does not answer."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout)  # noqa: S310 - user-given URI
-    except urllib.error.HTTPError:
-        return  # it answered (e.g. 401 behind auth): reachable
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise UrbanReprError(
-            f"tracking server {redact(uri)} is not reachable ({reason}); start it (mlflow server ...) "
-            "or unset MLFLOW_TRACKING_URI to use the local SQLite store"
-        ) from None
+from urbanrepml.constants import TAG_PREFIX, experiment_name, tag  # noqa: F401 - re-exported
+from urbanrepml.tracking.stale import process_tags
+from urbanrepml.tracking.store import (  # noqa: F401 - resolve_tracking_uri and check_server re-exported
+    check_server,
+    check_tracking_uri,
+    http_defaults,
+    prepare_store,
+    resolve_tracking_uri,
+)
 
 
 def configure_tracking() -> str:
-    """Point MLflow at the resolved tracking URI (checking a server answers) and return it."""
+    """Point MLflow at the resolved tracking URI and return it.
+
+    Checks the URI first (a known scheme, a writable SQLite folder, a server that answers), bounds
+    MLflow's HTTP retries and timeout where the user has not set them, and creates or migrates a
+    SQLite store once under a file lock (see :mod:`urbanrepml.tracking.store`).
+    """
     uri = resolve_tracking_uri()
-    check_server(uri)
+    # MLflow's system-metrics monitor logs INFO lines at every start and stop (~20 per fuse): warnings only
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    http_defaults()
+    check_tracking_uri(uri)
+    prepare_store(uri)
     mlflow.set_tracking_uri(uri)
     return uri
 
@@ -83,7 +73,8 @@ def stage_run(
         mlflow.set_experiment(experiment_name(study_area))
     run = mlflow.start_run(run_name=None if attach else run_name, nested=nested)
     with ending_run():
-        mlflow.set_tags({tag("stage"): stage, tag("study_area"): study_area, **{tag(k): str(v) for k, v in (tags or {}).items()}})
+        mlflow.set_tags({tag("stage"): stage, tag("study_area"): study_area, **process_tags(),
+                         **{tag(k): str(v) for k, v in (tags or {}).items()}})
         if params:
             log_new_params(params)
         yield run
@@ -108,24 +99,45 @@ def ending_run() -> Iterator[None]:
     try:
         yield
     except BaseException:
-        mlflow.end_run(status="FAILED")
+        try:
+            mlflow.end_run(status="FAILED")
+        except Exception:  # noqa: BLE001 - the store itself failed (gone, full, read-only): report the first error
+            _forget_active_run()
         raise
     else:
         mlflow.end_run(status="FINISHED")
 
 
-def log_figure(fig, name: str, *, png: bool = False) -> None:
-    """Log a plotly figure as ``figures/<name>.html`` (and ``.png`` when ``png`` and kaleido can render offline)."""
+def _forget_active_run() -> None:
+    """Drop the active run from MLflow's stack without writing to the store (it could not be written)."""
+    with contextlib.suppress(Exception):  # private API; nothing else to do
+        from mlflow.tracking.fluent import _active_run_stack
+
+        stack = _active_run_stack.get()
+        if stack:
+            stack.pop()
+
+
+def log_figure(fig, name: str, *, png: bool = True) -> None:
+    """Log a plotly figure as ``figures/<name>.html`` and ``figures/<name>.png``.
+
+    The HTML embeds plotly.js (about 4.7 MB a figure), so it draws offline, in the MLflow UI as well as
+    from a downloaded artifact folder; the PNG is drawn with matplotlib
+    (:mod:`urbanrepml.tracking.figure_png`). A PNG that cannot be drawn is a warning line, not a failure.
+    """
+    import sys
     import tempfile
+
+    from urbanrepml.tracking.figure_png import write_png
 
     with tempfile.TemporaryDirectory() as tmp:
         html = Path(tmp) / f"{name}.html"
-        fig.write_html(html, include_plotlyjs="cdn", full_html=True)
+        fig.write_html(html, include_plotlyjs=True, full_html=True)
         mlflow.log_artifact(str(html), artifact_path="figures")
         if png:
             try:
-                out = Path(tmp) / f"{name}.png"
-                fig.write_image(out)
+                out = write_png(fig, Path(tmp) / f"{name}.png")
+            except Exception as exc:  # noqa: BLE001 - the HTML is the record; say what is missing
+                print(f"warning: figure {name}: no PNG ({type(exc).__name__}: {exc})", file=sys.stderr)
+            else:
                 mlflow.log_artifact(str(out), artifact_path="figures")
-            except Exception:  # kaleido missing or unable to render offline: HTML is the record
-                pass

@@ -208,3 +208,70 @@ def test_resume_uses_and_checks_the_original_input_tables(tracking, tmp_path):
         check_resume_inputs(fuse.info.run_id, {"poi": file_digest(table)})
     with pytest.raises(UrbanReprError, match=r"changed \(poi, roads\)"):
         check_resume_inputs(fuse.info.run_id, {"poi": "0" * 64, "roads": "1" * 64})
+
+
+def test_resume_through_mlflow_run_after_killing_the_process_group(small_area, tmp_path, monkeypatch):
+    """The README's way: `mlflow run . -e fuse` on the store's tables (tables left empty), `kill -9` of its process
+    group after a checkpoint, `runs close-stale` marks the run FAILED, then the same command with
+    `-P resume_run_id=<id>` finishes THAT run, with the numbers of an uninterrupted twin."""
+    from tests.helpers import clean_env
+    from urbanrepml.tracking import log_embedding_table, stage_run
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    for spec in small_area["tables"].split(","):  # the modality tables, as stage-1 runs in the store
+        modality, path = spec.split("=", 1)
+        with stage_run("modality", small_area["name"], tags={"modality": modality, "resolution": 9}):
+            log_embedding_table(read_table(path))
+    client = MlflowClient(store)
+    env = clean_env(MLFLOW_TRACKING_URI=store, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO),
+                    URBANREPML_DATA_DIR=str(tmp_path / "data"))
+    params = {"study_area": str(small_area["toml"]), "resolutions": "7,8,9", "hidden_dims": "32,64,128",
+              "epochs": 60, "checkpoint_every": 3, "seed": 7, "dropout": 0.1, "patience": 0}
+
+    def mlflow_run(extra: dict, **kw) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "fuse", "--env-manager", "local",
+               "--experiment-name", "resume-via-mlflow-run"]
+        for k, v in {**params, **extra}.items():
+            cmd += ["-P", f"{k}={v}"]
+        return subprocess.Popen(cmd, env=env, cwd=tmp_path, text=True, start_new_session=True, **kw)
+
+    victim = mlflow_run({"register": "false"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    twin = subprocess.Popen(_fuse_cmd(small_area, "--tables", "", *(a for k, v in params.items() if k != "study_area"
+                                                                      for a in (f"--{k}", str(v))), "--register", "false"),
+                            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run_id, deadline = None, time.time() + 240
+    while time.time() < deadline and victim.poll() is None:
+        exp = client.get_experiment_by_name("resume-via-mlflow-run")
+        runs = client.search_runs([exp.experiment_id], "tags.`urbanrepml.model` = 'full_unet'") if exp else []
+        if runs:
+            run_id = runs[0].info.run_id
+            if "checkpoints/epoch_0006.pt" in [a.path for a in client.list_artifacts(run_id, "checkpoints")]:
+                break
+        time.sleep(0.05)
+    assert run_id is not None and victim.poll() is None, "the run finished before it could be killed"
+    os.killpg(victim.pid, signal.SIGKILL)  # the CLI and the entry point it started, as `kill -9 -<pgid>`
+    victim.wait()
+    assert twin.wait(timeout=300) == 0, twin.stderr.read()[-2000:]
+    assert client.get_run(run_id).info.status == "RUNNING"  # nobody could close it
+
+    closed = subprocess.run([sys.executable, "-m", "urbanrepml", "runs", "close-stale"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert closed.returncode == 0, closed.stderr[-2000:]
+    assert f"closed run {run_id} " in closed.stdout and "is gone" in closed.stdout
+    killed = client.get_run(run_id)
+    assert killed.info.status == "FAILED" and "is gone" in killed.data.tags["urbanrepml.closed_stale"]
+    assert "closed 1 stale run(s)" in closed.stdout  # the twin and the table runs ended normally
+
+    resumed = mlflow_run({"resume_run_id": run_id}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-3000:]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and int(run.data.tags["urbanrepml.resumed_from_epoch"]) >= 6
+    for key in ("train_loss", "val_loss"):
+        assert sorted(m.step for m in client.get_metric_history(run_id, key)) == list(range(1, 61)), key
+    twin_id = next(r.info.run_id for r in _runs(client, small_area, "full_unet"))
+    a, b = _fused(client, run_id, tmp_path / "a"), _fused(client, twin_id, tmp_path / "b")
+    assert a.index.equals(b.index)
+    np.testing.assert_array_equal(a.to_numpy(), b.to_numpy())  # bit-identical on CPU
+    assert client.get_model_version_by_alias(f"urbanrepml-{small_area['name']}", "candidate").run_id == run_id

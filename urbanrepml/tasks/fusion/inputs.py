@@ -119,13 +119,17 @@ def parse_tables_param(value: str | None) -> dict[str, Path] | list[Path] | None
     items = [v.strip() for v in str(value).split(",") if v.strip()]
     named = ["=" in v for v in items]
     if any(named) and not all(named):
-        raise UrbanReprError(f"tables must be all 'modality=path' or all paths, separated by commas; got {value!r}")
+        raise UrbanReprError(f"parameter tables: must be all 'modality=path' or all paths, separated by commas; got {value!r}")
     if all(named):
         out: dict[str, Path] = {}
         for item in items:
             name, path = (s.strip() for s in item.split("=", 1))
             if not name or name in out:
-                raise UrbanReprError(f"tables: empty or repeated modality name in {value!r}")
+                raise UrbanReprError(f"parameter tables: empty or repeated modality name in {value!r}; "
+                                     "write tables=poi=a.parquet,roads=b.parquet")
+            if not path:
+                raise UrbanReprError(f"parameter tables: modality {name!r} has no path in {value!r}; "
+                                     f"write tables={name}=path/to/{name}_res9.parquet (or leave tables empty)")
             out[name] = Path(path)
         return out
     return [Path(v) for v in items]
