@@ -53,7 +53,7 @@ def test_fuse_entry_point_builds_modalities_trains_and_registers(tracking_server
     got = model.predict(pd.DataFrame({"region_id": ids}))
     np.testing.assert_allclose(got[table.frame.columns].to_numpy(), table.frame.loc[ids].to_numpy())
     # the README's predict example answers real numbers (a cell inside the area, with data)
-    from tests.test_readme import _quick_start
+    from tests.support.readme import quick_start as _quick_start
 
     (readme_cell,) = re.findall(r'"region_id": \["([0-9a-f]{15})"\]', _quick_start())
     answer = model.predict(pd.DataFrame({"region_id": [readme_cell]}))[table.frame.columns].to_numpy(float)

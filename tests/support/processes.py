@@ -95,3 +95,9 @@ def one_line_error(excinfo) -> str:
     message = str(excinfo.value)
     assert "\n" not in message and message
     return message
+
+
+def fuse_command(area: dict, *extra: str, launcher: list[str] | None = None) -> list[str]:
+    """``python entrypoints/fuse.py`` on a small area dict (``toml``, ``tables``) with a small U-Net, plus ``extra``."""
+    return [*(launcher or [sys.executable]), str(REPO / "entrypoints" / "fuse.py"), "--study_area", str(area["toml"]),
+            "--tables", area["tables"], "--resolutions", "7,8,9", "--hidden_dims", "32,64,128", *extra]

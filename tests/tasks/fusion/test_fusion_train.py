@@ -15,12 +15,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.support import REPO
+from tests.support.processes import fuse_command
 from urbanrepml.tables import read_table
-
-
-def _fuse_cmd(area: dict, *extra: str, launcher: list[str] | None = None) -> list[str]:
-    return [*(launcher or [sys.executable]), str(REPO / "entrypoints" / "fuse.py"), "--study_area", str(area["toml"]),
-            "--tables", area["tables"], "--resolutions", "7,8,9", "--hidden_dims", "32,64,128", *extra]
 
 
 def _env() -> dict:
@@ -44,7 +40,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tracking, small_area, tm
     client = MlflowClient(tracking)
     # Enough epochs after the epoch-6 checkpoint that the kill lands mid-training even on a fast machine.
     args = ("--epochs", "60", "--checkpoint_every", "3", "--seed", "7", "--dropout", "0.1")
-    victim = subprocess.Popen(_fuse_cmd(small_area, *args, "--register", "false"), env=_env(),
+    victim = subprocess.Popen(fuse_command(small_area, *args, "--register", "false"), env=_env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     twin = None
     run_id = None
@@ -54,7 +50,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tracking, small_area, tm
         if runs:
             run_id = runs[0].info.run_id
             if twin is None:  # the uninterrupted twin runs meanwhile (another run, same seed and parameters)
-                twin = subprocess.Popen(_fuse_cmd(small_area, *args, "--register", "false"), env=_env(),
+                twin = subprocess.Popen(fuse_command(small_area, *args, "--register", "false"), env=_env(),
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             names = [a.path for a in client.list_artifacts(run_id, "checkpoints")]
             if "checkpoints/epoch_0006.pt" in names:
@@ -70,7 +66,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tracking, small_area, tm
     done_before = max(m.step for m in client.get_metric_history(run_id, "train_loss"))
     assert 6 <= done_before < 60
 
-    resumed = subprocess.run(_fuse_cmd(small_area, *args, "--resume_run_id", run_id), env=_env(),
+    resumed = subprocess.run(fuse_command(small_area, *args, "--resume_run_id", run_id), env=_env(),
                              capture_output=True, text=True, timeout=180)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     runs = _runs(client, small_area, "full_unet")
@@ -100,7 +96,7 @@ def test_torchrun_two_processes_cone_unet(tracking, small_area):
     client = MlflowClient(tracking)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     proc = subprocess.run(
-        _fuse_cmd(small_area, "--model", "cone_unet", "--cone_root_resolution", "7", "--cone_batch", "4",
+        fuse_command(small_area, "--model", "cone_unet", "--cone_root_resolution", "7", "--cone_batch", "4",
                   "--epochs", "2", "--checkpoint_every", "1", "--register", "false", launcher=launcher),
         env=_env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -214,7 +210,7 @@ def test_resume_through_mlflow_run_after_killing_the_process_group(small_area, t
     """The README's way: `mlflow run . -e fuse` on the store's tables (tables left empty), `kill -9` of its process
     group after a checkpoint, `runs close-stale` marks the run FAILED, then the same command with
     `-P resume_run_id=<id>` finishes THAT run, with the numbers of an uninterrupted twin."""
-    from tests.helpers import clean_env
+    from tests.support.processes import clean_env
     from urbanrepml.tracking import log_embedding_table, stage_run
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -237,7 +233,7 @@ def test_resume_through_mlflow_run_after_killing_the_process_group(small_area, t
         return subprocess.Popen(cmd, env=env, cwd=tmp_path, text=True, start_new_session=True, **kw)
 
     victim = mlflow_run({"register": "false"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    twin = subprocess.Popen(_fuse_cmd(small_area, "--tables", "", *(a for k, v in params.items() if k != "study_area"
+    twin = subprocess.Popen(fuse_command(small_area, "--tables", "", *(a for k, v in params.items() if k != "study_area"
                                                                       for a in (f"--{k}", str(v))), "--register", "false"),
                             env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     run_id, deadline = None, time.time() + 240

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.helpers import REPO
-
-README = (REPO / "README.md").read_text()
-
-
-def _quick_start() -> str:
-    return README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+from tests.support.readme import quick_start as _quick_start
 
 
 def test_quick_start_runs_land_in_a_named_experiment():

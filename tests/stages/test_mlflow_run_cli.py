@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import error_lines, mlflow_run
+from tests.support.processes import error_lines, mlflow_run
 
 
 def test_mlflow_run_passes_a_path_with_spaces_and_quotes_intact(tmp_path):

@@ -7,7 +7,7 @@ import sys
 
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import REPO, clean_env
+from tests.support.processes import REPO, clean_env
 
 ROUNDS = 10
 

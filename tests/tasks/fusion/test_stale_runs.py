@@ -10,9 +10,9 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import REPO, clean_env
-from tests.mlflow_server import mlflow_server
-from tests.test_fusion_train import _fuse_cmd, small_area  # noqa: F401 - fixture
+from tests.support.processes import REPO, clean_env
+from tests.support.mlflow_server import mlflow_server
+from tests.support.processes import fuse_command
 
 HOUR_MS = 3_600_000
 
@@ -77,7 +77,7 @@ def test_a_server_killed_mid_run_fails_the_stage_in_bounded_time(small_area, tmp
         for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
             env.pop(key, None)  # the project's bounds, not a test's
         client = MlflowClient(url)
-        proc = subprocess.Popen(_fuse_cmd(small_area, "--epochs", "400", "--checkpoint_every", "1", "--register", "false"),
+        proc = subprocess.Popen(fuse_command(small_area, "--epochs", "400", "--checkpoint_every", "1", "--register", "false"),
                                 env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         run_id, deadline = None, time.time() + 240
         while time.time() < deadline and proc.poll() is None:

@@ -9,7 +9,7 @@ import stat
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import load_entry
+from tests.support.processes import load_entry
 
 BOX = "[-51.266, -30.113, -51.132, -29.988]"
 
