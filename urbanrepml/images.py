@@ -56,6 +56,8 @@ EMBEDDING_META_KEY = b"urbanrepml.image_embeddings"
 EMBEDDING_PREFIX = "dim"
 FORMAT_VERSION = 1
 
+_UMASK = os.umask(0o022)  # read once, at import: os.umask can only be read by setting it
+os.umask(_UMASK)
 _WINDOW = re.compile(r"^\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*$")
 
 
@@ -298,10 +300,17 @@ def _check_coordinates(frame: pd.DataFrame, where: str) -> None:
 # ------------------------------------------------------------------ reading and writing
 
 
-def _atomic_parquet(arrow: pa.Table, path: Path) -> Path:
+def _temp_beside(path: Path) -> str:
+    """A new temporary file next to ``path``, with the permissions a plain new file would get (umask)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    return tmp
+
+
+def _atomic_parquet(arrow: pa.Table, path: Path) -> Path:
+    tmp = _temp_beside(path)
     try:
         pq.write_table(arrow, tmp)
         os.replace(tmp, path)
@@ -331,31 +340,41 @@ def portable_frame(index: ImageIndex, dest_folder: Path) -> pd.DataFrame:
     return frame
 
 
-def write_index(index: ImageIndex, path: str | Path, *, check_files: bool = True) -> Path:
-    """Validate ``index`` and write it atomically (temporary file, then rename) to ``path``; return the path."""
+def write_index(index: ImageIndex, path: str | Path, *, root: str | Path | None = None, check_files: bool = True) -> Path:
+    """Validate ``index`` and write it atomically (temporary file, then rename) to ``path``; return the path.
+
+    Args:
+        index: The index; relative paths in it start from ``index.root``.
+        path: Destination parquet file.
+        root: The folder the file will be read from, where relative paths start (default: ``path``'s folder;
+            give the final folder when ``path`` is a staging file, see :func:`publish_on_success`).
+        check_files: Check that every referenced file exists.
+    """
     path = Path(path)
-    frame = portable_frame(index, path.parent)
-    validate_index(frame, index.meta, where=str(path), root=path.parent, check_files=check_files)
+    root = Path(root) if root is not None else path.parent
+    frame = portable_frame(index, root)
+    validate_index(frame, index.meta, where=str(path), root=root, check_files=check_files)
     _atomic_parquet(_with_meta(frame, INDEX_META_KEY, index.meta), path)
-    index.frame, index.root, index.path = frame, path.parent.resolve(), path
+    index.frame, index.root, index.path = frame, root.resolve(), path
     return path
 
 
 @contextlib.contextmanager
-def publish_index_on_success(index: ImageIndex, path: str | Path) -> Iterator[ImageIndex]:
-    """Write ``index`` to a staging file beside ``path`` and yield it; move it to ``path`` only if the body succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".staging-", dir=path.parent) as tmp:
-        index.frame = portable_frame(index, path.parent)
-        index.root = path.parent.resolve()  # paths are checked from the final folder
-        staged = Path(tmp) / path.name
-        validate_index(index.frame, index.meta, where=str(path), root=index.root)
-        _atomic_parquet(_with_meta(index.frame, INDEX_META_KEY, index.meta), staged)
-        index.path = staged
-        yield index
-        os.replace(staged, path)
-        index.path = path
+def publish_on_success(*paths: str | Path) -> Iterator[list[Path]]:
+    """Staging paths (in a temporary folder beside each of ``paths``) to write to; moved onto ``paths`` only when
+    the body succeeds, so a failed run leaves the previous files untouched and no partial file behind."""
+    with contextlib.ExitStack() as stack:
+        staged = []
+        for p in map(Path, paths):
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix=".staging-", dir=p.parent))
+            staged.append(Path(tmp) / p.name)
+        yield staged
+        missing = [s for s in staged if not s.is_file()]
+        if missing:
+            raise RuntimeError(f"nothing was written to the staging file {missing[0]}")
+        for s, p in zip(staged, map(Path, paths)):
+            os.replace(s, p)
 
 
 def _read_arrow(path: Path, key: bytes, what: str) -> tuple[pa.Table, dict]:
@@ -460,9 +479,7 @@ def write_point_csv(frame: pd.DataFrame, lat: np.ndarray, lon: np.ndarray, path:
     path = Path(path)
     out = frame.reset_index(drop=True).copy()
     out["geometry"] = [f"POINT ({x!r} {y!r})" for x, y in zip(np.asarray(lon, dtype=float).tolist(), np.asarray(lat, dtype=float).tolist())]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _temp_beside(path)
     try:
         out.to_csv(tmp, index=False, float_format="%.7g")
         os.replace(tmp, path)

@@ -67,9 +67,10 @@ class EfficientNetLite0(ImageEncoder):
         except (RuntimeError, KeyError, OSError, ValueError) as exc:
             raise UrbanReprError(f"encoder efficientnet_lite0: {path} does not hold EfficientNet-Lite0 weights "
                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+        self.net.to(memory_format=torch.channels_last)  # about 1.5-2x faster convolutions on CPU
         self.freeze()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(N, 3, S, S)`` -> ``(pooled (N, 1280), tokens (N, T, 1280))``."""
-        fmap = self.net.extract_features(x)
+        fmap = self.net.extract_features(x.contiguous(memory_format=torch.channels_last))
         return fmap.mean(dim=(2, 3)), fmap.flatten(2).transpose(1, 2)
