@@ -87,7 +87,7 @@ class ImageIndex:
 
     def windows(self) -> list[tuple[int, int, int, int] | None]:
         """Every row's raster window ``(col_off, row_off, width, height)``, or None for a whole file."""
-        return [None if w is None else parse_window(w, where="window") for w in self.frame["window"]]
+        return [None if _missing(w) else parse_window(w, where="window") for w in self.frame["window"]]
 
 
 @dataclass
@@ -151,22 +151,30 @@ def index_frame(
     if unknown:
         raise ValueError(f"unknown optional column(s): {sorted(unknown)}")
     n = len(image_id)
+    index = pd.Index(_text(image_id), name=IMAGE_ID)
+    none = [None] * n
     frame = pd.DataFrame(
         {
-            "path": _text(path),
-            "window": _text(window) if window is not None else np.full(n, None, dtype=object),
+            "path": text_column(path, index),
+            "window": text_column(window if window is not None else none, index),
             "lat": np.asarray(lat, dtype=np.float64),
             "lon": np.asarray(lon, dtype=np.float64),
-            "group": _text(group),
-            "captured_at": to_timestamps(captured_at if captured_at is not None else [None] * n, where="captured_at").to_numpy(),
-            "split": _text(split) if split is not None else np.full(n, None, dtype=object),
+            "group": text_column(group, index),
+            "captured_at": to_timestamps(captured_at if captured_at is not None else none, where="captured_at").to_numpy(),
+            "split": text_column(split if split is not None else none, index),
         },
-        index=pd.Index(_text(image_id), name=IMAGE_ID),
+        index=index,
     )
     for name in OPTIONAL_COLUMNS:
         if optional.get(name) is not None:
-            frame[name] = _text(optional[name])
+            frame[name] = text_column(optional[name], index)
     return frame
+
+
+def text_column(values, index: pd.Index) -> pd.Series:
+    """Values -> an ``object`` Series of str with None for missing (the contract's text columns, whatever
+    string dtype pandas would infer)."""
+    return pd.Series(_text(list(values)), index=index, dtype=object)
 
 
 def to_timestamps(values: Sequence, *, where: str) -> pd.Series:
@@ -189,11 +197,15 @@ def _first_unparsable(series: pd.Series):
     return None
 
 
+def _missing(v) -> bool:
+    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and np.isnan(v))
+
+
 def _text(values) -> np.ndarray:
     """Values -> object array of str, None for missing."""
     out = np.empty(len(values), dtype=object)
     for i, v in enumerate(values):
-        out[i] = None if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA else str(v)
+        out[i] = None if _missing(v) else str(v)
     return out
 
 
@@ -243,7 +255,7 @@ def validate_index(frame: pd.DataFrame, meta: IndexMeta, *, where: str, root: Pa
         dup = list(dict.fromkeys(ids[ids.duplicated()]))[:3]
         raise UrbanReprError(f"{where}: duplicate image ids, e.g. {dup}; give every image its own id")
     for col in TEXT_COLUMNS:
-        if col in frame.columns and any(v is not None and not isinstance(v, str) for v in frame[col]):
+        if col in frame.columns and any(not _missing(v) and not isinstance(v, str) for v in frame[col]):
             raise UrbanReprError(f"{where}: column '{col}' must hold text or null")
     for col in ("path", "group"):
         empty = frame[col].isna() | (frame[col] == "")
@@ -406,7 +418,7 @@ def read_index(path: str | Path, *, check_files: bool = True) -> ImageIndex:
         frame = frame.set_index(IMAGE_ID)
     for col in TEXT_COLUMNS:
         if col in frame.columns:
-            frame[col] = _text(frame[col].tolist())
+            frame[col] = text_column(frame[col], frame.index)
     root = path.parent.resolve()
     validate_index(frame, meta, where=str(path), root=root, check_files=check_files)
     return ImageIndex(frame=frame, meta=meta, root=root, path=path)

@@ -77,7 +77,7 @@ def assign_units(units: np.ndarray, ratios: tuple[float, float, float], salt: st
 
 def split_by_group(frame: pd.DataFrame, ratios: tuple[float, float, float] = DEFAULT_RATIOS, salt: str = "") -> pd.Series:
     """Whole groups to train/val/test by stable hash (see the module docstring); a Series on ``frame.index``."""
-    return pd.Series(assign_units(frame["group"].to_numpy(), ratios, salt), index=frame.index, name="split")
+    return pd.Series(assign_units(frame["group"].to_numpy(), ratios, salt), index=frame.index, name="split", dtype=object)
 
 
 def period_end(text: str, *, name: str) -> pd.Timestamp:
@@ -98,9 +98,10 @@ def split_by_time(frame: pd.DataFrame, train_until: str, val_until: str) -> pd.S
     start = frame.groupby("group")["captured_at"].min()
     if start.isna().all():
         raise UrbanReprError("no image has a captured_at time, so a time split is impossible; use split group or blocks")
-    label = pd.Series(np.where(start <= t_end, "train", np.where(start <= v_end, "val", "test")), index=start.index, dtype=object)
-    label[start.isna()] = None
-    return pd.Series(label.reindex(frame["group"].to_numpy()).to_numpy(), index=frame.index, name="split")
+    label = np.where(start <= t_end, "train", np.where(start <= v_end, "val", "test")).astype(object)
+    label[start.isna().to_numpy()] = None
+    per_image = label[start.index.get_indexer(frame["group"].to_numpy())]
+    return pd.Series(per_image, index=frame.index, name="split", dtype=object)
 
 
 def block_units(frame: pd.DataFrame, block_resolution: int) -> np.ndarray:
@@ -126,7 +127,7 @@ def split_by_blocks(frame: pd.DataFrame, block_resolution: int = 6,
                     ratios: tuple[float, float, float] = DEFAULT_RATIOS, salt: str = "") -> pd.Series:
     """Whole spatial blocks (joined through shared groups) to train/val/test; a Series on ``frame.index``."""
     units = block_units(frame, block_resolution)
-    return pd.Series(assign_units(units, ratios, salt), index=frame.index, name="split")
+    return pd.Series(assign_units(units, ratios, salt), index=frame.index, name="split", dtype=object)
 
 
 def assign_splits(frame: pd.DataFrame, method: str, *, ratios: str = "0.8,0.15,0.05", train_until: str | None = None,

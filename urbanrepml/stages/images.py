@@ -30,6 +30,7 @@ from urbanrepml.images import (
     IndexMeta,
     embedding_frame,
     publish_on_success,
+    text_column,
     write_embeddings,
     write_index,
 )
@@ -142,8 +143,9 @@ def run_images_stage(p: Params) -> ImageIndex:
             log_source_files({source.name: source})
         result = build(p, source)
         frame = result.frame
-        frame["split"] = assign_splits(frame, p.split, ratios=p.ratios, train_until=p.train_until, val_until=p.val_until,
-                                       block_resolution=p.block_resolution, salt=str(p.seed)).to_numpy()
+        frame["split"] = text_column(assign_splits(frame, p.split, ratios=p.ratios, train_until=p.train_until,
+                                                   val_until=p.val_until, block_resolution=p.block_resolution,
+                                                   salt=str(p.seed)), frame.index)
         meta = IndexMeta(dataset=name, source_kind=p.kind, producer_run_id=run.info.run_id,
                          extra={"source": str(source), "split": p.split, **result.settings})
         index = ImageIndex(frame=frame, meta=meta, root=result.root)

@@ -21,6 +21,7 @@ holds only nodata.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,7 @@ def cut_scene(path: Path, chip_px: int, stride_px: int, max_nodata: float, refer
     """
     import rasterio
     from pyproj import Transformer
+    from rasterio.errors import NodataShadowWarning
 
     try:
         src = rasterio.open(path)
@@ -102,7 +104,9 @@ def cut_scene(path: Path, chip_px: int, stride_px: int, max_nodata: float, refer
         if chip_px > src.width or chip_px > src.height:
             raise UrbanReprError(f"chip_px {chip_px} is larger than scene {path.name} ({src.width}x{src.height} px); "
                                  f"use chip_px <= {min(src.width, src.height)}")
-        data = src.read(masked=True)  # the one read of this scene
+        with warnings.catch_warnings():  # a 4th band (NIR) is not an alpha band: the nodata value decides
+            warnings.simplefilter("ignore", NodataShadowWarning)
+            data = src.read(masked=True)  # the one read of this scene
         crs, transform = src.crs, src.transform
     invalid = np.ma.getmaskarray(data).all(axis=0)
     del data

@@ -156,7 +156,8 @@ def build_photos(source: Path, *, sequences: str | None = None, workers: int = 4
 
     Args:
         source: The photo folder.
-        sequences: A sidecar JSON of sequences (default: ``sequence_database.json`` in the folder, if any).
+        sequences: A sidecar JSON of sequences, absolute or relative to the folder (default:
+            ``sequence_database.json`` in the folder, if any).
         workers: Threads reading EXIF headers.
     """
     from concurrent.futures import ThreadPoolExecutor
@@ -164,7 +165,11 @@ def build_photos(source: Path, *, sequences: str | None = None, workers: int = 4
     files = photo_files(source)
     if not files:
         raise UrbanReprError(f"no photo ({', '.join(PHOTO_SUFFIXES)}) in {source}")
-    sidecar = Path(sequences) if sequences else (source / SIDECAR if (source / SIDECAR).is_file() else None)
+    if sequences:
+        given = Path(sequences).expanduser()
+        sidecar = source / given if not given.is_absolute() and (source / given).is_file() else given
+    else:
+        sidecar = source / SIDECAR if (source / SIDECAR).is_file() else None
     seq_of = read_sequences(sidecar) if sidecar is not None else {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         found = list(pool.map(read_photo_exif, files))
