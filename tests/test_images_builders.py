@@ -14,8 +14,16 @@ from tests.data.images import make
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.images import IndexMeta, validate_index
 from urbanrepml.sources.imagery import BUILDERS
-from urbanrepml.sources.imagery.chips import build_chips, chip_nodata_share, date_from_name
-from urbanrepml.sources.imagery.photos import build_photos, gps_position, read_photo_exif
+from urbanrepml.sources.imagery.chips import (
+    build_chips,
+    chip_nodata_share,
+    date_from_name,
+)
+from urbanrepml.sources.imagery.photos import (
+    build_photos,
+    gps_position,
+    read_photo_exif,
+)
 
 
 @pytest.fixture

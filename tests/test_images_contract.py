@@ -39,9 +39,9 @@ def folder(tmp_path):
 
 
 def frame(**over):
-    cols = dict(image_id=["i1", "i2", "i3"], path=["a.jpg", "b.jpg", "c.jpg"], lat=[52.5, 52.6, -33.9],
-                lon=[13.4, 13.5, 151.2], group=["g1", "g1", "g2"], captured_at=["2019-08-15", None, "2020-01-02T10:00:00Z"],
-                split=["train", "train", "test"])
+    cols = {"image_id": ["i1", "i2", "i3"], "path": ["a.jpg", "b.jpg", "c.jpg"], "lat": [52.5, 52.6, -33.9],
+                "lon": [13.4, 13.5, 151.2], "group": ["g1", "g1", "g2"], "captured_at": ["2019-08-15", None, "2020-01-02T10:00:00Z"],
+                "split": ["train", "train", "test"]}
     cols.update(over)
     return index_frame(**cols)
 
@@ -87,17 +87,17 @@ def test_windows(folder):
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(image_id=["i1", "i1", "i3"]), r"idx: duplicate image ids, e\.g\. \['i1'\]; give every image its own id"),
-    (dict(image_id=["i1", "", "i3"]), "every 'image_id' must be a non-empty string"),
-    (dict(lat=[91.0, 52.6, -33.9]), r"1 lat value\(s\) outside \[-90, 90\], e\.g\. 91 \(image 'i1'\)"),
-    (dict(lon=[13.4, 181.0, 151.2]), r"1 lon value\(s\) outside \[-180, 180\], e\.g\. 181 \(image 'i2'\)"),
-    (dict(lat=[13.4, 13.5, 151.2], lon=[52.5, 52.6, -33.9]), r"lat and lon look swapped \(1 lat value\(s\) beyond ±90"),
-    (dict(lat=[np.nan, 52.6, -33.9]), r"1 image\(s\) have no finite lat/lon, e\.g\. \['i1'\]"),
-    (dict(split=["train", "dev", "test"]), r"unknown split value\(s\) \['dev'\]; use train, val, test or null"),
-    (dict(split=["train", "val", "test"]), r"1 group\(s\) are cut across splits, e\.g\. group 'g1' in \['train', 'val'\]"),
-    (dict(split=["train", None, "test"]), r"group 'g1' in \['null', 'train'\]"),
-    (dict(path=["a.jpg", "missing.jpg", "c.jpg"]), r"1 image file\(s\) are missing, e\.g\. missing\.jpg \(relative paths start from"),
-    (dict(group=["g1", None, "g2"]), r"1 image\(s\) have no 'group', e\.g\. \['i2'\]"),
+    ({"image_id": ["i1", "i1", "i3"]}, r"idx: duplicate image ids, e\.g\. \['i1'\]; give every image its own id"),
+    ({"image_id": ["i1", "", "i3"]}, "every 'image_id' must be a non-empty string"),
+    ({"lat": [91.0, 52.6, -33.9]}, r"1 lat value\(s\) outside \[-90, 90\], e\.g\. 91 \(image 'i1'\)"),
+    ({"lon": [13.4, 181.0, 151.2]}, r"1 lon value\(s\) outside \[-180, 180\], e\.g\. 181 \(image 'i2'\)"),
+    ({"lat": [13.4, 13.5, 151.2], "lon": [52.5, 52.6, -33.9]}, r"lat and lon look swapped \(1 lat value\(s\) beyond ±90"),
+    ({"lat": [np.nan, 52.6, -33.9]}, r"1 image\(s\) have no finite lat/lon, e\.g\. \['i1'\]"),
+    ({"split": ["train", "dev", "test"]}, r"unknown split value\(s\) \['dev'\]; use train, val, test or null"),
+    ({"split": ["train", "val", "test"]}, r"1 group\(s\) are cut across splits, e\.g\. group 'g1' in \['train', 'val'\]"),
+    ({"split": ["train", None, "test"]}, r"group 'g1' in \['null', 'train'\]"),
+    ({"path": ["a.jpg", "missing.jpg", "c.jpg"]}, r"1 image file\(s\) are missing, e\.g\. missing\.jpg \(relative paths start from"),
+    ({"group": ["g1", None, "g2"]}, r"1 image\(s\) have no 'group', e\.g\. \['i2'\]"),
 ])
 def test_each_bad_case_is_one_clear_line(folder, change, message):
     with pytest.raises(UrbanReprError, match=message) as err:
@@ -155,10 +155,13 @@ def test_nothing_half_written(folder):
     final = folder / "pub" / "index.parquet"
     write_index(ImageIndex(frame(), META, root=folder), final)
     before = final.read_bytes()
-    with pytest.raises(RuntimeError, match="boom"):
-        with publish_on_success(final) as (staged,):
-            write_index(ImageIndex(frame(split=[None, None, None]), META, root=folder), staged, root=final.parent)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), publish_on_success(final) as (staged,):
+        write_index(ImageIndex(frame(split=[None, None, None]), META, root=folder), staged, root=final.parent)
+        raise RuntimeError("boom")
+    # a failure before anything existed leaves no empty folder behind either
+    with pytest.raises(RuntimeError, match="boom"), publish_on_success(folder / "new" / "deep" / "x.parquet"):
+        raise RuntimeError("boom")
+    assert not (folder / "new").exists()
     assert final.read_bytes() == before and sorted(p.name for p in final.parent.iterdir()) == ["index.parquet"]
 
 

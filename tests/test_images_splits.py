@@ -75,9 +75,9 @@ def test_time_split_boundaries():
     assert {years[g] for g in per_group[per_group == "test"].index} == {2019, 2020}
     # a date boundary is inclusive to its last instant; the next day is later
     by_day = split_by_time(frame, "2016-06-30", "2016-07-01").groupby(frame["group"].to_numpy()).first()
-    assert by_day[[g for g, y in years.items() if y == 2016][0]] == "train"
+    assert by_day[next(g for g, y in years.items() if y == 2016)] == "train"
     by_month = split_by_time(frame, "2016-05", "2016-06").groupby(frame["group"].to_numpy()).first()
-    assert by_month[[g for g, y in years.items() if y == 2016][0]] == "val"
+    assert by_month[next(g for g, y in years.items() if y == 2016)] == "val"
 
 
 def test_time_split_uses_the_first_capture_of_a_group_and_leaves_untimed_groups_out():

@@ -375,18 +375,27 @@ def write_index(index: ImageIndex, path: str | Path, *, root: str | Path | None 
 def publish_on_success(*paths: str | Path) -> Iterator[list[Path]]:
     """Staging paths (in a temporary folder beside each of ``paths``) to write to; moved onto ``paths`` only when
     the body succeeds, so a failed run leaves the previous files untouched and no partial file behind."""
-    with contextlib.ExitStack() as stack:
-        staged = []
-        for p in map(Path, paths):
-            p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix=".staging-", dir=p.parent))
-            staged.append(Path(tmp) / p.name)
-        yield staged
-        missing = [s for s in staged if not s.is_file()]
-        if missing:
-            raise RuntimeError(f"nothing was written to the staging file {missing[0]}")
-        for s, p in zip(staged, map(Path, paths)):
-            os.replace(s, p)
+    created: list[Path] = []  # folders made here, removed again (when empty) if the body fails
+    try:
+        with contextlib.ExitStack() as stack:
+            staged = []
+            for p in map(Path, paths):
+                missing_dirs = [d for d in (p.parent, *p.parent.parents) if not d.exists()]
+                p.parent.mkdir(parents=True, exist_ok=True)
+                created.extend(missing_dirs)
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix=".staging-", dir=p.parent))
+                staged.append(Path(tmp) / p.name)
+            yield staged
+            missing = [s for s in staged if not s.is_file()]
+            if missing:
+                raise RuntimeError(f"nothing was written to the staging file {missing[0]}")
+            for s, p in zip(staged, map(Path, paths)):
+                os.replace(s, p)
+    except BaseException:
+        for d in created:  # deepest first
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
 
 
 def _read_arrow(path: Path, key: bytes, what: str) -> tuple[pa.Table, dict]:

@@ -45,7 +45,6 @@ from urbanrepml.params import logged, param
 from urbanrepml.paths import cache_dir
 from urbanrepml.stages.base import Stage
 from urbanrepml.stages.images import index_dir, index_path
-from urbanrepml.tables import file_digest
 
 
 @dataclass
@@ -89,7 +88,10 @@ def cache_path(index: ImageIndex, encoder: ImageEncoder) -> Path:
 
 def compute_features(index: ImageIndex, encoder: ImageEncoder, *, batch_size: int, workers: int,
                      progress: bool = True) -> np.ndarray:
-    """Pooled features ``(N, embed_dim)`` float32 of every image of ``index``, in row order."""
+    """Pooled features ``(N, embed_dim)`` float32 of every image of ``index``, in row order.
+
+    The progress bar shows only on a terminal (stderr stays one ``error:`` line when a run fails).
+    """
     import torch
     from tqdm import tqdm
 
@@ -106,7 +108,8 @@ def compute_features(index: ImageIndex, encoder: ImageEncoder, *, batch_size: in
 
     out = np.empty((len(items), encoder.embed_dim), dtype=np.float32)
     done = 0
-    with tqdm(total=len(items), unit="img", desc=f"embed {encoder.name}", disable=not progress, mininterval=1.0) as bar:
+    with tqdm(total=len(items), unit="img", desc=f"embed {encoder.name}", disable=None if progress else True,
+              mininterval=1.0) as bar:
         for batch in iter_batches(items, decode, batch_size, workers):
             with torch.inference_mode():
                 pooled, _ = encoder(torch.stack(batch))

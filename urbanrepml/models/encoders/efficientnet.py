@@ -64,7 +64,7 @@ class EfficientNetLite0(ImageEncoder):
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # the package prints a line on load
                 self.net = EfficientNet.from_pretrained(MODEL_NAME, weights_path=str(path), image_size=self.input_size)
-        except (RuntimeError, KeyError, OSError, ValueError) as exc:
+        except (AssertionError, RuntimeError, KeyError, OSError, ValueError) as exc:
             raise UrbanReprError(f"encoder efficientnet_lite0: {path} does not hold EfficientNet-Lite0 weights "
                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
         self.net.to(memory_format=torch.channels_last)  # about 1.5-2x faster convolutions on CPU
