@@ -52,6 +52,8 @@ def registered_model_name(scope: str, family: str | None = None) -> str:
 # Image datasets (stages ``images`` and ``embed_images``): tag keys and names.
 DATASET = "dataset"
 ENCODER = "encoder"
+SOURCE_KIND = "kind"
+WEIGHTS_DIGEST = "weights_digest"
 IMAGES = "images"
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from urbanrepml.constants import image_scope
+from urbanrepml.constants import DATASET, ENCODER, WEIGHTS_DIGEST, image_scope, tag
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.images import (
     EmbeddingMeta,
@@ -151,7 +151,7 @@ def run_embed_stage(p: Params) -> ImageEmbeddings:
     encoder = get_encoder(p.encoder, weights=p.weights, input_size=p.input_size or None)
     digest = encoder.weights_digest
     with stage_run("embed_images", image_scope(name), params=logged(p),
-                   tags={"dataset": name, "encoder": encoder.name}, run_name=f"embed-{encoder.name}") as run:
+                   tags={DATASET: name, ENCODER: encoder.name}, run_name=f"embed-{encoder.name}") as run:
         start = time.perf_counter()
         index_digest = log_table_input(f"{name}-index", path, context="images")
         cached = cache_path(index, encoder)
@@ -172,12 +172,14 @@ def run_embed_stage(p: Params) -> ImageEmbeddings:
             write_point_csv(frame, index.frame["lat"].to_numpy(), index.frame["lon"].to_numpy(), staged[1])
             mlflow.log_params({"resolved.input_size": encoder.input_size, "weights_digest": digest[:16],
                                "index_digest": index_digest[:16]})
-            mlflow.set_tags({"urbanrepml.weights_digest": digest})
+            mlflow.set_tags({tag(WEIGHTS_DIGEST): digest})
             log_table_input(f"{name}-{encoder.name}-{digest[:12]}", staged[0], source_uri=final[0].resolve().as_uri(),
                             context="embeddings")
             rate = len(frame) / seconds if seconds > 0 else float("nan")
-            mlflow.log_metrics({"images": len(frame), "embed_dim": frame.shape[1], "seconds": seconds,
-                                "images_per_second": rate, "cache_hit": float(hit)})
+            metrics = {"images": len(frame), "embed_dim": frame.shape[1], "seconds": seconds, "cache_hit": float(hit)}
+            if not hit:
+                metrics["images_per_second"] = rate
+            mlflow.log_metrics(metrics)
             for f in staged:
                 mlflow.log_artifact(str(f), artifact_path="embeddings")
             note = (f"{name}: {len(frame):,} images -> {frame.shape[1]}-d {encoder.name} (weights {digest[:12]}), "

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from urbanrepml.analysis.splits import METHODS, assign_splits, split_counts
-from urbanrepml.constants import image_scope
+from urbanrepml.constants import DATASET, SOURCE_KIND, image_scope
 from urbanrepml.datasets import fetch, list_datasets
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.images import (
@@ -30,6 +30,7 @@ from urbanrepml.images import (
     IndexMeta,
     embedding_frame,
     publish_on_success,
+    resolve_paths,
     text_column,
     write_embeddings,
     write_index,
@@ -41,6 +42,7 @@ from urbanrepml.stages.base import Stage
 from urbanrepml.tables import file_digest
 
 MAX_GROUP_METRICS = 50
+MAX_SOURCE_DATASETS = 50
 FOLDER_KINDS = ("chips", "photos")
 FILE_SUFFIXES = {"mapillary": (".jsonl", ".ndjson", ".csv", ".parquet"), "satclip": (".csv",),
                  "concepts": (".csv",), "buildings": (".jsonl", ".ndjson")}
@@ -136,13 +138,14 @@ def run_images_stage(p: Params) -> ImageIndex:
     if p.kind not in SOURCE_KINDS:
         raise UrbanReprError(f"parameter kind: expected one of {', '.join(SOURCE_KINDS)}, got {p.kind!r}")
     source, name = resolve_source(p)
-    with stage_run("images", image_scope(name), params=logged(p), tags={"dataset": name, "kind": p.kind},
+    with stage_run("images", image_scope(name), params=logged(p), tags={DATASET: name, SOURCE_KIND: p.kind},
                    run_name=f"images-{p.kind}") as run:
         start = time.perf_counter()
         if source.is_file():
             log_source_files({source.name: source})
         result = build(p, source)
         frame = result.frame
+        log_image_files(frame, result.root, source, log_source_files)
         frame["split"] = text_column(assign_splits(frame, p.split, ratios=p.ratios, train_until=p.train_until,
                                                    val_until=p.val_until, block_resolution=p.block_resolution,
                                                    salt=str(p.seed)), frame.index)
@@ -182,6 +185,22 @@ def run_images_stage(p: Params) -> ImageIndex:
         print(f"index {final}")
         print(f"run {run.info.run_id}")
     return index
+
+
+def log_image_files(frame: pd.DataFrame, root: Path | None, source: Path, log_source_files) -> None:
+    """Log the image files (scenes, photos) as input datasets with their digests, when there are at most
+    :data:`MAX_SOURCE_DATASETS` of them (the index, logged as a dataset too, lists them all)."""
+    files = pd.unique(resolve_paths(frame["path"].tolist(), root))
+    if len(files) > MAX_SOURCE_DATASETS or (len(files) == 1 and Path(files[0]) == source.resolve()):
+        return
+    base = source if source.is_dir() else source.parent
+    names = {}
+    for f in map(Path, files):
+        try:
+            names[f.relative_to(base.resolve()).as_posix()] = f
+        except ValueError:
+            names[str(f)] = f
+    log_source_files(names, context="images")
 
 
 def group_metrics(frame: pd.DataFrame) -> dict[str, float]:
