@@ -7,6 +7,8 @@ One place builds every name, so the tracking store, the registry and the docs ag
 - ``experiment_name(study_area)``: ``urbanrepml-<study_area>``.
 - ``registered_model_name(scope, family=None)``: ``urbanrepml-<area>`` for fused
   embeddings, ``urbanrepml-<family>-<scope>`` for every other model family.
+- ``image_scope(dataset)`` / ``image_experiment_name(dataset)``: image-dataset stages run in
+  scope ``images-<dataset>``, experiment ``urbanrepml-images-<dataset>``.
 """
 
 from __future__ import annotations
@@ -47,3 +49,21 @@ def experiment_name(study_area: str) -> str:
 def registered_model_name(scope: str, family: str | None = None) -> str:
     """Registered-model name: ``urbanrepml-<scope>`` for fused embeddings, else ``urbanrepml-<family>-<scope>``."""
     return f"{PROJECT}-{scope}" if family is None else f"{PROJECT}-{family}-{scope}"
+
+
+# Image datasets (stages ``images`` and ``embed_images``): tag keys and names.
+DATASET = "dataset"
+ENCODER = "encoder"
+SOURCE_KIND = "kind"
+WEIGHTS_DIGEST = "weights_digest"
+IMAGES = "images"
+
+
+def image_scope(dataset: str) -> str:
+    """Scope of the runs on image dataset ``dataset`` (in place of a study area): ``images-<dataset>``."""
+    return f"{IMAGES}-{dataset}"
+
+
+def image_experiment_name(dataset: str) -> str:
+    """Experiment of the runs on image dataset ``dataset``: ``urbanrepml-images-<dataset>``."""
+    return experiment_name(image_scope(dataset))

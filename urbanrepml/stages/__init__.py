@@ -32,6 +32,8 @@ ENTRY_POINTS: dict[str, str] = {
     "promote": "urbanrepml.stages.promote",
     "pipeline": "urbanrepml.stages.pipeline",
     "datasets": "urbanrepml.stages.datasets",
+    "images": "urbanrepml.stages.images",
+    "embed_images": "urbanrepml.stages.embed_images",
 }
 
 
