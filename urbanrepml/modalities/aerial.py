@@ -18,7 +18,7 @@ to RGB, alpha and further bands are dropped.
 
 Encoders (``weights``): a torch file holding a full ``nn.Module`` or a
 ``state_dict`` for :class:`BuiltinCNN`; a Hugging Face model folder (needs the
-``transformers`` package, which this project does not install); or nothing, which
+``transformers`` package: ``pip install -e ".[hf]"``); or nothing, which
 means :class:`BuiltinCNN` with fixed random weights (seed 0), named
 ``builtin-random-cnn`` in the run. 4-D encoder outputs are average-pooled; the
 embedding is the flattened output.

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.data.images import make
-from tests.helpers import error_lines, load_entry, run_script
+from tests.support.processes import error_lines, load_entry, run_script
 from urbanrepml.constants import image_experiment_name
 from urbanrepml.images import read_embeddings, read_index
 from urbanrepml.stages.cli import run_stage
