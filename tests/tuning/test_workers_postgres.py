@@ -44,7 +44,7 @@ def test_two_workers_one_killed(pg_database, tracking, tmp_path):
     objective = SlowQuadratic(steps=6, step_seconds=0.5)
     study_name = "workers-pg"
     study, url = open_study(pg_database, study_name, objective, sampler="random", pruner="none", heartbeat_interval=1, grace_period=3)
-    assert url.startswith("postgresql+psycopg2://")
+    assert url.startswith(("postgresql://", "postgresql+psycopg2://"))  # psycopg 3 when installed, else psycopg2
     client = MlflowClient()
     experiment = client.create_experiment("workers-pg")
     parent = client.create_run(experiment, run_name="tune-parent").info.run_id
