@@ -182,6 +182,8 @@ def read_table(
 ) -> EmbeddingTable:
     """Read and validate a table; optional expectations on resolution, study area and cell set."""
     path = Path(path)
+    if path.is_dir():
+        raise UrbanReprError(f"embedding table {path} is a folder; name the .parquet file in it")
     if not path.is_file():
         raise UrbanReprError(f"embedding table {path} does not exist")
     try:

@@ -81,6 +81,12 @@ def test_a_folder_given_as_a_source_file_is_one_line(key, tmp_path, tracking, ca
     assert _one_error(err) == f"error: {toml}: '{where}' points to {tmp_path / 'feeds'}, which is a folder; name the file in it"
 
 
+def test_a_folder_given_as_a_table_is_one_line(tmp_path, tracking, capsys):
+    (tmp_path / "tables").mkdir()
+    code, _, err = _main("probe", ["--study_area", "amsterdam", "--table", str(tmp_path / "tables")], capsys)
+    assert code == 2 and _one_error(err) == f"error: embedding table {tmp_path / 'tables'} is a folder; name the .parquet file in it"
+
+
 def test_a_truncated_geotiff_is_one_line_and_the_run_failed(tmp_path, tracking, capsys):
     from urbanrepml.datasets import fetch_file
 

@@ -21,6 +21,7 @@ def test_fuse_entry_point_builds_modalities_trains_and_registers(tracking_server
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
     proc = run_mlflow_project("fuse", {"epochs": 4, "checkpoint_every": 2}, tracking_server, tmp_path, experiment="fuse-e2e")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "INFO mlflow.system_metrics" not in proc.stderr  # the monitor's start/stop lines are silenced
     client = MlflowClient(tracking_server)
     exp = client.get_experiment_by_name("fuse-e2e")
     runs = client.search_runs([exp.experiment_id], filter_string="tags.`urbanrepml.stage` = 'fuse'")

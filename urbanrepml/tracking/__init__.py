@@ -2,7 +2,11 @@
 
 - :mod:`~urbanrepml.tracking.runs`: tracking URI, stage runs (tags, failure status).
 - :mod:`~urbanrepml.tracking.lineage`: source files and tables as MLflow datasets.
-- :mod:`~urbanrepml.tracking.tables`: log embedding tables, find the latest per (area, modality, resolution).
+- :mod:`~urbanrepml.tracking.tables`: log embedding tables, find the latest per (area, modality, resolution,
+  source files).
+- :mod:`~urbanrepml.tracking.store`: the tracking URI checked and its SQLite store prepared under a lock.
+- :mod:`~urbanrepml.tracking.stale`: runs whose process died (``python -m urbanrepml runs close-stale``).
+- :mod:`~urbanrepml.tracking.figure_png`: the matplotlib PNG beside every logged plotly figure.
 """
 
 from urbanrepml.tracking.lineage import log_frame_input, log_source_files, log_table_input

@@ -271,3 +271,20 @@ def test_resume_through_mlflow_run_after_killing_the_process_group(small_area, t
     assert a.index.equals(b.index)
     np.testing.assert_array_equal(a.to_numpy(), b.to_numpy())  # bit-identical on CPU
     assert client.get_model_version_by_alias(f"urbanrepml-{small_area['name']}", "candidate").run_id == run_id
+
+
+def test_an_unregistered_fuse_run_keeps_the_candidates_local_table(tracking, small_area, tmp_path):
+    """`-P register=false` registers nothing and never overwrites the local table that `@candidate` answers with."""
+    from urbanrepml.stages.fuse import Params, run_fuse_stage
+    from urbanrepml.stages.modality import table_path
+
+    registered = run_fuse_stage(Params(study_area=str(small_area["toml"]), model="concat", tables=small_area["tables"]))
+    local = table_path(small_area["name"], "fused", 9)
+    assert registered.path == local and read_table(local).meta.producer_run_id == registered.meta.producer_run_id
+    before = local.read_bytes()
+    other = run_fuse_stage(Params(study_area=str(small_area["toml"]), model="ring", tables=small_area["tables"], register=False))
+    assert local.read_bytes() == before  # still the registered version's table
+    assert other.path == local.parent / "unregistered" / other.meta.producer_run_id / "fused_res9.parquet"
+    assert read_table(other.path).meta.producer_run_id == other.meta.producer_run_id
+    mv = MlflowClient(tracking).get_model_version_by_alias(f"urbanrepml-{small_area['name']}", "candidate")
+    assert mv.run_id == registered.meta.producer_run_id
