@@ -1,0 +1,1 @@
+"""Fixtures of the source-reader tests (the image index builders make their own tiny files)."""
