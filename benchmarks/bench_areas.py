@@ -48,7 +48,7 @@ def run_ours(box) -> harness.Run:
         toml.write_text(f'name = "nl_box"\nboundary = {list(box)}\n')
         t0 = time.perf_counter()
         area = build_area(toml, RESOLUTIONS, max_cells=50_000_000, use_cache=False)
-        for child, parent in zip(RESOLUTIONS[1:], RESOLUTIONS[:-1]):
+        for child, parent in zip(RESOLUTIONS[1:], RESOLUTIONS[:-1], strict=False):
             area.parent_index(child, parent)
         seconds = time.perf_counter() - t0
     return harness.Run(seconds, info={"counts": {str(r): c for r, c in area.counts.items()}})
@@ -71,7 +71,7 @@ def run_srai(box, graph_max_res: int) -> harness.Run:
         regions[res] = H3Regionalizer(res).transform(gdf)
         stages[f"tessellate_{res}"] = time.perf_counter() - t
         counts[str(res)] = {"cells": len(regions[res])}
-    for child, parent in zip(RESOLUTIONS[1:], RESOLUTIONS[:-1]):
+    for child, parent in zip(RESOLUTIONS[1:], RESOLUTIONS[:-1], strict=False):
         t = time.perf_counter()
         parent_ids = [h3.cell_to_parent(c, parent) for c in regions[child].index]
         pos = {c: i for i, c in enumerate(regions[parent].index)}

@@ -77,7 +77,7 @@ def _reference_model(in_dim: int, dims, convs: int, out_dim: int = 32):
             if skip is not None:
                 x = x + skip
             identity = self.residual(x)
-            for conv, norm in zip(self.convs, self.norms):
+            for conv, norm in zip(self.convs, self.norms, strict=False):
                 x = F.gelu(norm(conv(x, edge_index, edge_weight)))
             return l2(x + identity)
 
@@ -117,7 +117,7 @@ def _reference_model(in_dim: int, dims, convs: int, out_dim: int = 32):
                 d = self.dec[i](d, edges[i], weights[i], skips[i])
                 decoded.append(d)
             decoded.reverse()
-            emb = [l2(head(z)) for head, z in zip(self.out, decoded)]
+            emb = [l2(head(z)) for head, z in zip(self.out, decoded, strict=False)]
             return emb, l2(self.recon(emb[0]))
 
     def loss_fn(emb, recon, x, down):
@@ -159,8 +159,8 @@ def _run_reference(levels, x, epochs: int, device) -> list[float]:
 def _run_ours(levels, x, epochs: int, device, dims, convs) -> list[float]:
     import torch
 
-    from urbanrepml.training.memory import limit_heap_fragmentation
     from urbanrepml.models.unet import FullAreaUNet, unet_losses
+    from urbanrepml.training.memory import limit_heap_fragmentation
 
     if os.environ.get("URBANREPML_LOW_MEMORY"):
         limit_heap_fragmentation()  # as urbanrepml.training.loop.Trainer does with this variable
@@ -205,8 +205,8 @@ def _synthetic_rows(positions, dim: int = 64):
 def _cone_run(levels, max_steps, device, root_res, batch, dims, convs):
     import torch
 
-    from urbanrepml.tasks.fusion.cones import build_cones, iterate_batches
     from urbanrepml.models.unet import FullAreaUNet, unet_losses
+    from urbanrepml.tasks.fusion.cones import build_cones, iterate_batches
 
     if os.environ.get("URBANREPML_LOW_MEMORY"):
         from urbanrepml.training.memory import limit_heap_fragmentation

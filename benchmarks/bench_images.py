@@ -70,7 +70,7 @@ def embed_naive(index, encoder) -> int:
     from urbanrepml.models.encoders.preprocess import prepare
 
     out = []
-    for path, window in zip(index.image_paths(), index.windows()):
+    for path, window in zip(index.image_paths(), index.windows(), strict=False):
         with rasterio.open(path) as src:
             pixels = src.read(window=Window(*window)).transpose(1, 2, 0)
         with torch.inference_mode():

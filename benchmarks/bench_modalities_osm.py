@@ -28,9 +28,8 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]  # harness, this checkout
 
-import numpy as np  # noqa: E402
-
 import harness  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 def offline_spatial_extension() -> str:
@@ -97,9 +96,9 @@ def main() -> None:
 
     from urbanrepml.areas import build_area
     from urbanrepml.config import load_study_area
-    from urbanrepml.sources.osm import read_highways, read_tagged_features
     from urbanrepml.modalities.poi import PoiModality, count_per_cell
     from urbanrepml.modalities.roads import ROAD_CLASSES, RoadsModality, road_stats
+    from urbanrepml.sources.osm import read_highways, read_tagged_features
 
     spec = load_study_area(args.study_area)
     res = args.resolution

@@ -25,8 +25,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 from urllib.parse import parse_qsl, urlsplit
 
 from urbanrepml.errors import UrbanReprError

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from urbanrepml.errors import UrbanReprError
 from tuning.storage import check_reachable, kind, open_storage, redact, resolve_storage, scrub, study_lock
 from tuning.workers import close_stale_run, counts, work
+from urbanrepml.errors import UrbanReprError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.trial import TrialState
 
-from urbanrepml.errors import UrbanReprError
 from tuning.storage import study_lock
+from urbanrepml.errors import UrbanReprError
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_CONSECUTIVE_FAILURES = 3

@@ -6,7 +6,7 @@ builds its vectorised operations on them.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import h3ronpy
 import numpy as np

@@ -173,7 +173,8 @@ def _dataset_file(value: str, key: str, path: Path) -> Path:
 
 def _existing(value, key: str, path: Path, *, folder_ok: bool = False) -> Path:
     """The path ``key`` names (relative to the TOML file, or a dataset file); it must exist, and be a file
-    unless ``folder_ok``."""
+    unless ``folder_ok``.
+    """
     if not isinstance(value, str) or not value:
         raise UrbanReprError(f"{path}: '{key}' must be a path string, got {value!r}")
     if value.startswith(DATASET_PREFIX):

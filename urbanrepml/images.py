@@ -127,7 +127,7 @@ def parse_window(text: str, *, where: str) -> tuple[int, int, int, int]:
 def format_windows(col_off: np.ndarray, row_off: np.ndarray, width: np.ndarray | int, height: np.ndarray | int) -> np.ndarray:
     """Vectorised windows -> an object array of ``"col_off,row_off,width,height"`` strings."""
     cols = np.broadcast_arrays(np.asarray(col_off), np.asarray(row_off), np.asarray(width), np.asarray(height))
-    return np.array([f"{a},{b},{c},{d}" for a, b, c, d in zip(*(c.astype(np.int64).tolist() for c in cols))], dtype=object)
+    return np.array([f"{a},{b},{c},{d}" for a, b, c, d in zip(*(c.astype(np.int64).tolist() for c in cols), strict=False)], dtype=object)
 
 
 def index_frame(
@@ -173,7 +173,8 @@ def index_frame(
 
 def text_column(values, index: pd.Index) -> pd.Series:
     """Values -> an ``object`` Series of str with None for missing (the contract's text columns, whatever
-    string dtype pandas would infer)."""
+    string dtype pandas would infer).
+    """
     return pd.Series(_text(list(values)), index=index, dtype=object)
 
 
@@ -281,7 +282,7 @@ def validate_index(frame: pd.DataFrame, meta: IndexMeta, *, where: str, root: Pa
     if check_files:
         paths = pd.unique(frame["path"])
         absolute = resolve_paths(paths, root)
-        absent = [p for p, a in zip(paths, absolute) if not os.path.isfile(a)]
+        absent = [p for p, a in zip(paths, absolute, strict=False) if not os.path.isfile(a)]
         if absent:
             hint = f" (relative paths start from {root})" if root is not None and not Path(absent[0]).is_absolute() else ""
             raise UrbanReprError(f"{where}: {len(absent)} image file(s) are missing, e.g. {absent[0]}{hint}")
@@ -339,7 +340,8 @@ def _with_meta(frame: pd.DataFrame, key: bytes, meta) -> pa.Table:
 
 def portable_frame(index: ImageIndex, dest_folder: Path) -> pd.DataFrame:
     """The frame with paths that still resolve from ``dest_folder``: relative paths are made absolute
-    when the index's root is another folder."""
+    when the index's root is another folder.
+    """
     frame = index.frame
     root = Path(index.root).resolve() if index.root is not None else None
     if root is None or root == Path(dest_folder).resolve():
@@ -374,7 +376,8 @@ def write_index(index: ImageIndex, path: str | Path, *, root: str | Path | None 
 @contextlib.contextmanager
 def publish_on_success(*paths: str | Path) -> Iterator[list[Path]]:
     """Staging paths (in a temporary folder beside each of ``paths``) to write to; moved onto ``paths`` only when
-    the body succeeds, so a failed run leaves the previous files untouched and no partial file behind."""
+    the body succeeds, so a failed run leaves the previous files untouched and no partial file behind.
+    """
     created: list[Path] = []  # folders made here, removed again (when empty) if the body fails
     try:
         with contextlib.ExitStack() as stack:
@@ -389,7 +392,7 @@ def publish_on_success(*paths: str | Path) -> Iterator[list[Path]]:
             missing = [s for s in staged if not s.is_file()]
             if missing:
                 raise RuntimeError(f"nothing was written to the staging file {missing[0]}")
-            for s, p in zip(staged, map(Path, paths)):
+            for s, p in zip(staged, map(Path, paths), strict=False):
                 os.replace(s, p)
     except BaseException:
         for d in created:  # deepest first
@@ -499,7 +502,7 @@ def write_point_csv(frame: pd.DataFrame, lat: np.ndarray, lon: np.ndarray, path:
     """
     path = Path(path)
     out = frame.reset_index(drop=True).copy()
-    out["geometry"] = [f"POINT ({x!r} {y!r})" for x, y in zip(np.asarray(lon, dtype=float).tolist(), np.asarray(lat, dtype=float).tolist())]
+    out["geometry"] = [f"POINT ({x!r} {y!r})" for x, y in zip(np.asarray(lon, dtype=float).tolist(), np.asarray(lat, dtype=float).tolist(), strict=False)]
     tmp = _temp_beside(path)
     try:
         out.to_csv(tmp, index=False, float_format="%.7g")

@@ -157,7 +157,8 @@ def mlproject_parameters(params_cls: type) -> dict[str, tuple[str, Any]]:
 
 def unquoted(value: Any) -> Any:
     """A value as the stage received it: ``mlflow run`` logs each parameter shell-quoted as it passed it
-    (``'/a b/t.parquet'``, ``''``); one quoted word is unquoted, anything else is returned as is."""
+    (``'/a b/t.parquet'``, ``''``); one quoted word is unquoted, anything else is returned as is.
+    """
     if not isinstance(value, str) or not value.strip().startswith(("'", '"')):
         return value
     try:
@@ -169,7 +170,8 @@ def unquoted(value: Any) -> Any:
 
 def same_value(a: Any, b: Any) -> bool:
     """Two parameter values equal by meaning: ``"9" == "9.0"``, ``"true" == "True"``, ``"" == "''" == None``,
-    ``"'/a b/t.parquet'" == "/a b/t.parquet"`` (the shell quoting ``mlflow run`` logs)."""
+    ``"'/a b/t.parquet'" == "/a b/t.parquet"`` (the shell quoting ``mlflow run`` logs).
+    """
     a, b = unquoted(a), unquoted(b)
     if is_empty(a) and is_empty(b):
         return True

@@ -94,7 +94,7 @@ class Tiny:
         lines.append("</osm>")
         return "\n".join(lines)
 
-    def write(self, folder) -> "Path":  # noqa: F821
+    def write(self, folder) -> Path:  # noqa: F821
         """The .osm XML converted to a PBF with pyosmium's writer (the format the modalities read)."""
         import osmium
 

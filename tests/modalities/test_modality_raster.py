@@ -86,7 +86,7 @@ def test_bundled_dem_end_to_end_matches_per_pixel_h3(tracking):
         vals = src.read(1).astype(float)
         rows, cols = np.indices(vals.shape)
         xs, ys = rasterio.transform.xy(src.transform, rows.ravel(), cols.ravel())
-    cells = np.array([h3.latlng_to_cell(y, x, 9) for x, y in zip(xs, ys)])
+    cells = np.array([h3.latlng_to_cell(y, x, 9) for x, y in zip(xs, ys, strict=False)])
     area_ids = set(build_area("porto_alegre", [9]).region_ids(9))
     inside = np.isin(cells, list(area_ids))
     ids, inv, counts = np.unique(cells[inside], return_inverse=True, return_counts=True)

@@ -113,5 +113,5 @@ def test_reversible_block_matches_plain_autograd(p):
     (y1, g1, p1), (y2, g2, p2) = results
     assert torch.equal(y1, y2)
     assert torch.allclose(g1, g2, rtol=1e-4, atol=1e-4 * g2.abs().max().item())
-    for a, b in zip(p1, p2):
+    for a, b in zip(p1, p2, strict=False):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())

@@ -43,7 +43,7 @@ def test_two_processes_on_a_fresh_store_ten_times(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path), me, str(ROUNDS)], env=env, cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for me in ("a", "b")]
     outs = [p.communicate(timeout=300) for p in procs]
-    errors = [err[-2500:] for p, (_, err) in zip(procs, outs) if p.returncode != 0]
+    errors = [err[-2500:] for p, (_, err) in zip(procs, outs, strict=False) if p.returncode != 0]
     assert not errors, "\n---\n".join(errors)
     for k in range(ROUNDS):
         client = MlflowClient(f"sqlite:///{tmp_path / f'store{k}' / 'mlflow.db'}")

@@ -7,8 +7,8 @@ import sys
 
 from mlflow.tracking import MlflowClient
 
-from tests.support.processes import REPO, clean_env
 from tests.support.mlflow_server import mlflow_server
+from tests.support.processes import REPO, clean_env
 
 # `python -m urbanrepml area ...` with psycopg 3 hidden, as on a machine that has only psycopg2
 _WITHOUT_PSYCOPG3 = ("import sys; sys.modules['psycopg'] = None; from urbanrepml.stages.cli import main; "

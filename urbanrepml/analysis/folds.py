@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from urbanrepml.constants import REGION_ID
 from urbanrepml.areas import h3ops
+from urbanrepml.constants import REGION_ID
 from urbanrepml.errors import UrbanReprError
 
 CV_KINDS = ("spatial", "random")
@@ -46,7 +46,7 @@ class Folds:
     def digest(self) -> str:
         """SHA-256 of the sorted ``region_id:fold`` assignment (the same folds give the same digest)."""
         s = self.fold.sort_index()
-        text = "\n".join(f"{r}:{f}" for r, f in zip(s.index, s.to_numpy()))
+        text = "\n".join(f"{r}:{f}" for r, f in zip(s.index, s.to_numpy(), strict=False))
         return hashlib.sha256(text.encode()).hexdigest()
 
     @property
@@ -61,7 +61,7 @@ class Folds:
     def sizes(self) -> np.ndarray:
         return np.bincount(self.fold.to_numpy(), minlength=self.k)
 
-    def subset(self, region_ids) -> "Folds":
+    def subset(self, region_ids) -> Folds:
         """The same assignment restricted to ``region_ids`` (all must be present)."""
         missing = pd.Index(region_ids).difference(self.fold.index)
         if len(missing):
@@ -85,7 +85,7 @@ class Folds:
         return paths
 
     @classmethod
-    def load(cls, folder: str | Path) -> "Folds":
+    def load(cls, folder: str | Path) -> Folds:
         folder = Path(folder)
         info = json.loads((folder / "folds.json").read_text())
         table = pd.read_parquet(folder / "folds.parquet")

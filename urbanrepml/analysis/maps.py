@@ -42,7 +42,7 @@ def _sampled(colorscale, fractions: np.ndarray) -> list[str]:
     rgb = np.array([_rgb(c) for _, c in stops])
     f = np.clip(fractions, 0.0, 1.0)
     channels = [np.interp(f, pos, rgb[:, i]) for i in range(3)]
-    return [f"rgb({r:.0f},{g:.0f},{b:.0f})" for r, g, b in zip(*channels)]
+    return [f"rgb({r:.0f},{g:.0f},{b:.0f})" for r, g, b in zip(*channels, strict=False)]
 
 
 def cells_map(regions_gdf, values: pd.Series | None = None, *, title: str = "", boundary=None, color_name: str = "value",

@@ -35,10 +35,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from urbanrepml.areas import Area, build_area
-from urbanrepml.constants import REGION_ID
-from urbanrepml.areas import h3ops
+from urbanrepml.areas import Area, build_area, h3ops
 from urbanrepml.config import StudyArea, TargetSpec, load_study_area
+from urbanrepml.constants import REGION_ID
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.tables import combined_digest, file_digest
 
@@ -73,7 +72,8 @@ class Targets:
 
 def targets_digest(spec: StudyArea) -> str:
     """One SHA-256 over the study area's target files (names ``target.<name>``, as the probe logs them):
-    probe records are keyed by it, so evidence on other target files is never compared."""
+    probe records are keyed by it, so evidence on other target files is never compared.
+    """
     return combined_digest({f"target.{name}": file_digest(t.path) for name, t in spec.targets.items()})
 
 

@@ -21,11 +21,11 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import h3
 import numpy as np
@@ -177,7 +177,7 @@ def _compute(boundary: BaseGeometry, resolutions: tuple[int, ...]) -> tuple[dict
         if h3ops.use_compiled(estimate_cells(boundary, finest_first[:1])):
             kernels.warm_up()  # the compiled kernels' start-up, while the fills run
         pending = {}
-        for finer, res in zip([None, *finest_first], finest_first):
+        for finer, res in zip([None, *finest_first], finest_first, strict=False):
             own = filled[res].result()
             if finer is None:
                 cells[res] = own

@@ -6,7 +6,6 @@ strings (``region_id``) at the edges of the system.
 
 from __future__ import annotations
 
-
 import h3
 import h3ronpy
 import numpy as np
@@ -173,7 +172,7 @@ def _edges_local_ij(sorted_cells: np.ndarray, compiled: bool | None = None) -> n
 
 
 def _ij_ring_edges_numpy(i: np.ndarray, j: np.ndarray, max_grid: int) -> np.ndarray | None:
-    """numpy twin of :func:`kernels.ij_ring_edges` (same edges, same order); None where the grid would be too large."""
+    """Numpy twin of :func:`kernels.ij_ring_edges` (same edges, same order); None where the grid would be too large."""
     i = i - (i.min() - 1)  # one cell of margin, so neighbour lookups never index out of range
     j = j - (j.min() - 1)
     shape = (int(i.max()) + 2, int(j.max()) + 2)

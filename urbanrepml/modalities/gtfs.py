@@ -205,7 +205,8 @@ def service_departures(feed: Feed, services: np.ndarray) -> np.ndarray:
 def busiest_calendar_start(feeds: list[Feed]) -> np.datetime64 | None:
     """Where the most calendar.txt service is active: the earliest date on which the sum over active
     calendar rows of (departures per running day x share of Monday-Friday flags set) peaks (an event sweep:
-    ``+w`` at start_date, ``-w`` the day after end_date). Rows are counted 1 each when no row has departures."""
+    ``+w`` at start_date, ``-w`` the day after end_date). Rows are counted 1 each when no row has departures.
+    """
     starts, ends, weights = [], [], []
     for f in feeds:
         if not len(f.calendar):

@@ -127,7 +127,7 @@ def road_stats(ways: OsmWays, area_cells: np.ndarray, resolution: int, step_m: f
     any_node = np.bincount(npos, minlength=n) > 0
 
     present = lengths.sum(0) > 0
-    frame = pd.DataFrame(lengths[:, present], columns=[f"length_{c}_m" for c, p in zip(ways.classes, present) if p])
+    frame = pd.DataFrame(lengths[:, present], columns=[f"length_{c}_m" for c, p in zip(ways.classes, present, strict=False) if p])
     frame["length_total_m"] = lengths.sum(1)
     frame["intersections"] = intersections
     frame["dead_ends"] = dead_ends

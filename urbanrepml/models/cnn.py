@@ -18,7 +18,7 @@ class BuiltinCNN(nn.Module):
         super().__init__()
         chans = [3, 16, 32, 64, embed_dim]
         layers: list[nn.Module] = []
-        for c_in, c_out in zip(chans[:-1], chans[1:]):
+        for c_in, c_out in zip(chans[:-1], chans[1:], strict=False):
             layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.ReLU()]
         self.features = nn.Sequential(*layers)
 

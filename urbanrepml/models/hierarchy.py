@@ -9,8 +9,8 @@ level's graph is its 1-ring neighbourhood among those cells.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ class Hierarchy:
     def levels(self) -> int:
         return len(self.sizes)
 
-    def to(self, device) -> "Hierarchy":
+    def to(self, device) -> Hierarchy:
         return Hierarchy(
             list(self.sizes),
             [g.to(device) for g in self.graphs],
@@ -50,7 +50,7 @@ class Hierarchy:
 
 def hierarchy_from_arrays(sizes: Sequence[int], edges: Sequence[np.ndarray], parents: Sequence[np.ndarray | None]) -> Hierarchy:
     """From per-level node counts, (2, E) edge arrays and parent position arrays (``parents[0] = None``)."""
-    graphs = [gcn_operator(e, n) for e, n in zip(edges, sizes)]
+    graphs = [gcn_operator(e, n) for e, n in zip(edges, sizes, strict=False)]
     pools: list[SparseOp | None] = [None]
     par: list[Tensor | None] = [None]
     for level in range(1, len(sizes)):

@@ -41,7 +41,7 @@ class SparseOp:
     def shape(self) -> tuple[int, int]:
         return tuple(self.mat.shape)  # type: ignore[return-value]
 
-    def to(self, device) -> "SparseOp":
+    def to(self, device) -> SparseOp:
         return SparseOp(self.mat.to(device), None if self.mat_t is None else self.mat_t.to(device))
 
     def __matmul__(self, x: Tensor) -> Tensor:
@@ -157,11 +157,11 @@ class GCNBlock(nn.Module):
         p = self.p if self.training else 0.0
         if self.fused and torch.is_grad_enabled():
             params = []
-            for norm, conv in zip(self.norms, self.convs):
+            for norm, conv in zip(self.norms, self.convs, strict=False):
                 params += [norm.weight, norm.bias, conv.lin.weight, conv.bias]
             mat_t = graph.mat if graph.mat_t is None else graph.mat_t
             return _GCNBlockFn.apply(x, graph.mat, mat_t, p, *params)
-        for norm, conv in zip(self.norms, self.convs):
+        for norm, conv in zip(self.norms, self.convs, strict=False):
             x = x + nn.functional.dropout(nn.functional.gelu(conv(norm(x), graph)), p, self.training)
         return x
 

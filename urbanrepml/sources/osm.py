@@ -17,9 +17,9 @@ or truncated file) becomes one :class:`~urbanrepml.errors.UrbanReprError` line.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import shapely

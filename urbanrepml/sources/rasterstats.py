@@ -16,9 +16,9 @@ a description get their 1-based band index appended (``red_1``, ``red_2``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd

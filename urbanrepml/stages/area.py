@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from urbanrepml.analysis.maps import cells_map
 from urbanrepml.areas.area import Area, build_area
 from urbanrepml.config import DEFAULT_STUDY_AREA, load_study_area
-from urbanrepml.analysis.maps import cells_map
 from urbanrepml.params import param
 from urbanrepml.stages.base import Stage
 from urbanrepml.tracking import log_figure, log_frame_input, log_source_files, stage_run

@@ -7,7 +7,7 @@ Usage errors, bad values and every :class:`~urbanrepml.errors.UrbanReprError` en
 from __future__ import annotations
 
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from urbanrepml.errors import UrbanReprError, cli_main
 from urbanrepml.params import parse

@@ -26,9 +26,9 @@ def run_cluster_stage(study_area: str, *, model_uri: str | None = None, table: s
     """k-means over ``k_min..k_max`` at the table's resolution and ``coarser`` coarser ones; log scores, labels, maps."""
     import mlflow
 
+    from urbanrepml.analysis.maps import cells_map
     from urbanrepml.tracking import configure_tracking, log_figure, log_table_input, stage_run
     from urbanrepml.tracking.runs import log_new_params
-    from urbanrepml.analysis.maps import cells_map
 
     spec = load_study_area(study_area)
     configure_tracking()

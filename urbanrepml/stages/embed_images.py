@@ -75,7 +75,7 @@ def resolve_index(dataset: str) -> Path:
 def images_key(index: ImageIndex) -> str:
     """SHA-256 over the images an index lists (ids, absolute files, windows): what the features depend on."""
     h = hashlib.sha256()
-    for image_id, path, window in zip(index.frame.index, index.image_paths(), index.frame["window"]):
+    for image_id, path, window in zip(index.frame.index, index.image_paths(), index.frame["window"], strict=False):
         h.update(f"{image_id}\0{path}\0{window or ''}\n".encode())
     return h.hexdigest()
 
@@ -100,7 +100,7 @@ def compute_features(index: ImageIndex, encoder: ImageEncoder, *, batch_size: in
 
     size, mean, std = encoder.input_size, encoder.mean, encoder.std
     loader = ImageLoader()
-    items = list(zip(index.frame.index, index.image_paths(), index.windows()))
+    items = list(zip(index.frame.index, index.image_paths(), index.windows(), strict=False))
 
     def decode(item) -> torch.Tensor:
         image_id, path, window = item

@@ -189,7 +189,8 @@ def run_images_stage(p: Params) -> ImageIndex:
 
 def log_image_files(frame: pd.DataFrame, root: Path | None, source: Path, log_source_files) -> None:
     """Log the image files (scenes, photos) as input datasets with their digests, when there are at most
-    :data:`MAX_SOURCE_DATASETS` of them (the index, logged as a dataset too, lists them all)."""
+    :data:`MAX_SOURCE_DATASETS` of them (the index, logged as a dataset too, lists them all).
+    """
     files = pd.unique(resolve_paths(frame["path"].tolist(), root))
     if len(files) > MAX_SOURCE_DATASETS or (len(files) == 1 and Path(files[0]) == source.resolve()):
         return
@@ -205,7 +206,8 @@ def log_image_files(frame: pd.DataFrame, root: Path | None, source: Path, log_so
 
 def group_metrics(frame: pd.DataFrame) -> dict[str, float]:
     """Images per group (``group_images.<group>``) when there are at most :data:`MAX_GROUP_METRICS` groups,
-    else the smallest, median and largest group size."""
+    else the smallest, median and largest group size.
+    """
     sizes = frame.groupby("group").size()
     if len(sizes) <= MAX_GROUP_METRICS:
         return {f"group_images.{re.sub(r'[^A-Za-z0-9_./ -]+', '_', str(g))[:200]}": float(n) for g, n in sizes.items()}

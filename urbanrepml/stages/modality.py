@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from urbanrepml.analysis.maps import cells_map
 from urbanrepml.areas import build_area, cache_on_success
 from urbanrepml.config import DEFAULT_STUDY_AREA, load_study_area
+from urbanrepml.constants import SOURCES_DIGEST, tag
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.modalities import MODALITIES
 from urbanrepml.modalities.base import Modality
 from urbanrepml.params import param
-from urbanrepml.stages.base import Stage
 from urbanrepml.paths import data_dir
-from urbanrepml.analysis.maps import cells_map
-from urbanrepml.constants import SOURCES_DIGEST, tag
+from urbanrepml.stages.base import Stage
 from urbanrepml.tables import EmbeddingTable, TableMeta, combined_digest, publish_on_success, to_embedding_frame
 
 

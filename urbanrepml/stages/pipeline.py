@@ -105,10 +105,11 @@ def run_pipeline(study_area: str, *, model: str = "full_unet", epochs: int = 60,
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    from urbanrepml.stages.fuse import Params as FuseParams
+    from urbanrepml.stages.fuse import run_fuse_stage
     from urbanrepml.stages.probe import run_probe_stage
-    from urbanrepml.stages.fuse import Params as FuseParams, run_fuse_stage
-    from urbanrepml.tracking import stage_run, tag
     from urbanrepml.stages.promote import run_promote_stage
+    from urbanrepml.tracking import stage_run, tag
     from urbanrepml.tracking.registry import registered_model_name
 
     spec = load_study_area(study_area)

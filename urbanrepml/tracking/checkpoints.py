@@ -24,8 +24,8 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import mlflow
 from mlflow.entities import Metric

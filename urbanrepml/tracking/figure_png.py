@@ -51,7 +51,7 @@ def _segments(xs, ys):
     """Runs of (x, y) between ``None`` breaks, as float arrays."""
     run_x: list[float] = []
     run_y: list[float] = []
-    for x, y in zip(xs, ys):
+    for x, y in zip(xs, ys, strict=False):
         if x is None or y is None:
             if run_x:
                 yield np.asarray(run_x, float), np.asarray(run_y, float)

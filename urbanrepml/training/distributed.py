@@ -6,8 +6,8 @@ the one ``torchrun`` sets up, and the loop reads rank and world size from it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ def all_reduce_sums(values: Mapping[str, float], device: torch.device) -> dict[s
     keys = sorted(values)
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
-    return dict(zip(keys, t.tolist()))
+    return dict(zip(keys, t.tolist(), strict=False))
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ epoch); a generator of its own would not be restored on resume.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Protocol, runtime_checkable
+from collections.abc import Iterable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn

@@ -80,7 +80,8 @@ def numbers(values, *, what: str, where: str) -> np.ndarray:
 
 def epoch_or_text_times(values, *, where: str) -> list:
     """Times as ISO text, or numbers in milliseconds since the epoch (Mapillary's ``captured_at``) -> values
-    :func:`urbanrepml.images.to_timestamps` takes."""
+    :func:`urbanrepml.images.to_timestamps` takes.
+    """
     out = []
     for v in values:
         if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA or (isinstance(v, str) and not v.strip()):

@@ -79,9 +79,9 @@ def build_buildings(source: Path) -> BuildResult:
                          _number(lon, "lon", where), str(building), _get(view, ("captured_at",), obj.get("captured_at"))))
     if not rows:
         raise UrbanReprError(f"{source}: no view in the file")
-    ids, paths, lat, lon, building, when = (list(c) for c in zip(*rows))
+    ids, paths, lat, lon, building, when = (list(c) for c in zip(*rows, strict=False))
     seen: dict[str, int] = {}
-    for i, (given, b) in enumerate(zip(ids, building)):
+    for i, (given, b) in enumerate(zip(ids, building, strict=False)):
         if given is None:
             seen[b] = seen.get(b, 0) + 1
             ids[i] = f"{b}_{seen[b]}"

@@ -175,7 +175,7 @@ def build_photos(source: Path, *, sequences: str | None = None, workers: int = 4
         found = list(pool.map(read_photo_exif, files))
     rows = []
     no_gps: list[str] = []
-    for path, (position, when, map_sequence) in zip(files, found):
+    for path, (position, when, map_sequence) in zip(files, found, strict=False):
         rel = path.relative_to(source)
         if position is None:
             no_gps.append(rel.as_posix())
@@ -188,7 +188,7 @@ def build_photos(source: Path, *, sequences: str | None = None, workers: int = 4
     if not rows:
         raise UrbanReprError(f"none of the {len(files)} photo(s) in {source} has a GPS position in its EXIF "
                              f"(e.g. {no_gps[0]}); geotag them or use a metadata file (kind mapillary)")
-    ids, paths, lat, lon, group, when, in_sidecar = zip(*rows)
+    ids, paths, lat, lon, group, when, in_sidecar = zip(*rows, strict=False)
     frame = index_frame(image_id=ids, path=paths, lat=lat, lon=lon, group=group,
                         captured_at=[pd.Timestamp(w) if w is not None else None for w in when])
     notes = [f"{len(rows)} photo(s) with GPS in {source.name}, {len(no_gps)} without GPS skipped"
