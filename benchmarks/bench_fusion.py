@@ -134,9 +134,9 @@ def _run_reference(levels, x, epochs: int, device) -> list[float]:
     edges = [torch.from_numpy(e).to(device) for e in levels.edges]
     weights = [torch.ones(e.shape[1], device=device) for e in edges]
     down, up = [], []
-    for l in range(1, len(levels.cells)):
-        parent = torch.from_numpy(levels.parents[l])
-        n_child, n_parent = len(parent), len(levels.cells[l])
+    for level in range(1, len(levels.cells)):
+        parent = torch.from_numpy(levels.parents[level])
+        n_child, n_parent = len(parent), len(levels.cells[level])
         counts = torch.bincount(parent, minlength=n_parent).float()
         idx = torch.stack([parent, torch.arange(n_child)])
         down.append(torch.sparse_coo_tensor(idx, 1.0 / counts[parent], (n_parent, n_child)).coalesce().to(device))
@@ -288,7 +288,7 @@ def _spawn(spec: dict, **extra_env: str) -> dict:
     spec = {**spec, "threads": THREADS}
     env = {**os.environ, "URBANREPML_DATA_DIR": str(Path(spec["workdir"]) / "data"), **extra_env}
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, env=env)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"configuration {spec['kind']} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(lines[-1][7:])
@@ -307,7 +307,8 @@ def bench_reference(workdir: Path, epochs: int, device: str | None, with_allocat
     ours = _spawn({**base, "kind": "ours", "dims": [64, 128, 256], "convs": 10})
     rows = [("reference (PyG GCNConv)", ref), ("ours (FullAreaUNet)", ours)]
     if with_allocator_check:  # the allocator setting alone, on both sides, for transparency
-        rows.append(("ours, URBANREPML_LOW_MEMORY=1", _spawn({**base, "kind": "ours", "dims": [64, 128, 256], "convs": 10}, URBANREPML_LOW_MEMORY="1")))
+        rows.append(("ours, URBANREPML_LOW_MEMORY=1",
+                     _spawn({**base, "kind": "ours", "dims": [64, 128, 256], "convs": 10}, URBANREPML_LOW_MEMORY="1")))
         rows.append(("reference + the same allocator setting", _spawn({**base, "kind": "reference"}, BENCH_MALLOPT_REFERENCE="1")))
     print(f"(a) reference configuration (res 9/8/7, dims 64/128/256, 10 GCN layers per block, full batch), "
           f"{ref['cells_res9']:,} res-9 cells, {ref['threads']} threads, {epochs} epochs each")

@@ -117,7 +117,8 @@ def main() -> None:
     srai_counts = srai_counts.loc[srai_counts.to_numpy().sum(1) > 0].astype(np.float32).sort_index()
     same = srai_counts.shape == ours.shape and np.array_equal(srai_counts.to_numpy(), ours.sort_index().to_numpy())
     ways = read_highways(pbf, ROAD_CLASSES)
-    print(f"ours: {len(features)} POI features ({int(features.is_point.sum())} points) -> {ours.shape[0]} cells x {ours.shape[1]} sub-categories; "
+    print(f"ours: {len(features)} POI features ({int(features.is_point.sum())} points) -> "
+          f"{ours.shape[0]} cells x {ours.shape[1]} sub-categories; "
           f"{len(ways)} highway ways")
     print(f"SRAI join+count on our features: {srai_counts.shape[0]} cells x {srai_counts.shape[1]}; identical to ours: {same}")
 

@@ -146,7 +146,8 @@ def main():
         elevation = spec.sources.rasters["elevation"]
         raster_sides = [harness.Side("raster", harness.timed(kept(lambda: RasterModality().compute(spec, area, res), out, "raster")))]
         if not args.skip_baseline:
-            raster_sides.append(harness.Side("per-cell mask", harness.timed(kept(lambda: per_cell_mask_baseline(elevation, area, res), out, "baseline")),
+            raster_sides.append(harness.Side("per-cell mask",
+                                             harness.timed(kept(lambda: per_cell_mask_baseline(elevation, area, res), out, "baseline")),
                                              repeats=args.baseline_repeats))
         results["raster"] = measure("raster: RasterModality.compute vs rasterio.mask once per cell", raster_sides, args, ratios=True)
         t_r = results["raster"].seconds("raster")
@@ -164,7 +165,9 @@ def main():
         w, h = generate_alphaearth(ae, bbox, args.ae_pixel_m)
         t_gen = time.perf_counter() - t_gen
         results["alphaearth"] = measure("alphaearth: AlphaEarthModality.compute on a generated raster", [
-            harness.Side("alphaearth", harness.timed(kept(lambda: AlphaEarthModality(2024, "local", str(ae)).compute(spec, area, res), out, "ae")))], args)
+            harness.Side("alphaearth",
+                         harness.timed(kept(lambda: AlphaEarthModality(2024, "local", str(ae)).compute(spec, area, res), out, "ae")))],
+            args)
         t_ae = results["alphaearth"].seconds("alphaearth")
         rows.append((f"alphaearth ({w}x{h} px x 64 int8 at {args.ae_pixel_m:g} m)", t_ae, len(out["ae"].features),
                      f"{w * h / t_ae.median / 1e6:.2f} M px/s ({w * h * 64 / t_ae.median / 1e6:.0f} M values/s); generate {t_gen:.1f}s"))
@@ -172,7 +175,10 @@ def main():
         ortho = tmp / "ortho.tif"
         w, h = generate_ortho(ortho, bbox, args.ortho_pixel_m)
         results["aerial"] = measure("aerial: AerialModality.compute on a generated orthophoto", [
-            harness.Side("aerial", harness.timed(kept(lambda: AerialModality(str(ortho), None, args.tile_px).compute(spec, area, res), out, "aerial")))], args)
+            harness.Side("aerial",
+                         harness.timed(kept(lambda: AerialModality(str(ortho), None, args.tile_px).compute(spec, area, res),
+                                            out, "aerial")))],
+            args)
         t_aerial = results["aerial"].seconds("aerial")
         rows.append((f"aerial ({w}x{h} px RGB at {args.ortho_pixel_m:g} m, {args.tile_px}px tiles, builtin CNN)", t_aerial,
                      len(out["aerial"].features), f"{len(out['aerial'].features) / t_aerial.median:.0f} tiles/s"))

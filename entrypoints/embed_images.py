@@ -1,4 +1,7 @@
-"""Entry point `embed_images`: an image index + a frozen encoder -> an image embedding table (parquet and dim_*/geometry CSV), cached and logged."""
+"""Entry point `embed_images`: an image index + a frozen encoder -> an image embedding table.
+
+The table is written as parquet and as a dim_*/geometry CSV, cached and logged.
+"""
 
 from urbanrepml.stages.cli import main_for
 

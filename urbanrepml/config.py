@@ -172,8 +172,9 @@ def _dataset_file(value: str, key: str, path: Path) -> Path:
 
 
 def _existing(value, key: str, path: Path, *, folder_ok: bool = False) -> Path:
-    """The path ``key`` names (relative to the TOML file, or a dataset file); it must exist, and be a file
-    unless ``folder_ok``.
+    """The path ``key`` names (relative to the TOML file, or a dataset file).
+
+    It must exist, and be a file unless ``folder_ok``.
     """
     if not isinstance(value, str) or not value:
         raise UrbanReprError(f"{path}: '{key}' must be a path string, got {value!r}")

@@ -172,8 +172,9 @@ def index_frame(
 
 
 def text_column(values, index: pd.Index) -> pd.Series:
-    """Values -> an ``object`` Series of str with None for missing (the contract's text columns, whatever
-    string dtype pandas would infer).
+    """Values -> an ``object`` Series of str with None for missing.
+
+    These are the contract's text columns, whatever string dtype pandas would infer.
     """
     return pd.Series(_text(list(values)), index=index, dtype=object)
 
@@ -339,8 +340,9 @@ def _with_meta(frame: pd.DataFrame, key: bytes, meta) -> pa.Table:
 
 
 def portable_frame(index: ImageIndex, dest_folder: Path) -> pd.DataFrame:
-    """The frame with paths that still resolve from ``dest_folder``: relative paths are made absolute
-    when the index's root is another folder.
+    """The frame with paths that still resolve from ``dest_folder``.
+
+    Relative paths are made absolute when the index's root is another folder.
     """
     frame = index.frame
     root = Path(index.root).resolve() if index.root is not None else None
@@ -375,8 +377,10 @@ def write_index(index: ImageIndex, path: str | Path, *, root: str | Path | None 
 
 @contextlib.contextmanager
 def publish_on_success(*paths: str | Path) -> Iterator[list[Path]]:
-    """Staging paths (in a temporary folder beside each of ``paths``) to write to; moved onto ``paths`` only when
-    the body succeeds, so a failed run leaves the previous files untouched and no partial file behind.
+    """Staging paths (in a temporary folder beside each of ``paths``) to write to.
+
+    They are moved onto ``paths`` only when the body succeeds, so a failed run leaves the previous files
+    untouched and no partial file behind.
     """
     created: list[Path] = []  # folders made here, removed again (when empty) if the body fails
     try:
@@ -502,7 +506,8 @@ def write_point_csv(frame: pd.DataFrame, lat: np.ndarray, lon: np.ndarray, path:
     """
     path = Path(path)
     out = frame.reset_index(drop=True).copy()
-    out["geometry"] = [f"POINT ({x!r} {y!r})" for x, y in zip(np.asarray(lon, dtype=float).tolist(), np.asarray(lat, dtype=float).tolist(), strict=False)]
+    out["geometry"] = [f"POINT ({x!r} {y!r})"
+                       for x, y in zip(np.asarray(lon, dtype=float).tolist(), np.asarray(lat, dtype=float).tolist(), strict=False)]
     tmp = _temp_beside(path)
     try:
         out.to_csv(tmp, index=False, float_format="%.7g")

@@ -156,8 +156,10 @@ def mlproject_parameters(params_cls: type) -> dict[str, tuple[str, Any]]:
 
 
 def unquoted(value: Any) -> Any:
-    """A value as the stage received it: ``mlflow run`` logs each parameter shell-quoted as it passed it
-    (``'/a b/t.parquet'``, ``''``); one quoted word is unquoted, anything else is returned as is.
+    """A value as the stage received it.
+
+    ``mlflow run`` logs each parameter shell-quoted as it passed it (``'/a b/t.parquet'``, ``''``);
+    one quoted word is unquoted, anything else is returned as is.
     """
     if not isinstance(value, str) or not value.strip().startswith(("'", '"')):
         return value
@@ -169,7 +171,9 @@ def unquoted(value: Any) -> Any:
 
 
 def same_value(a: Any, b: Any) -> bool:
-    """Two parameter values equal by meaning: ``"9" == "9.0"``, ``"true" == "True"``, ``"" == "''" == None``,
+    """Two parameter values equal by meaning.
+
+    For example ``"9" == "9.0"``, ``"true" == "True"``, ``"" == "''" == None``,
     ``"'/a b/t.parquet'" == "/a b/t.parquet"`` (the shell quoting ``mlflow run`` logs).
     """
     a, b = unquoted(a), unquoted(b)

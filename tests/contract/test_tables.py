@@ -17,7 +17,8 @@ def make_table(area, res=9, prefix="poi", values=None):
     ids = area.region_ids(res)
     values = np.arange(len(ids) * 2, dtype=float).reshape(-1, 2) if values is None else values
     frame, names = to_embedding_frame(pd.DataFrame(values, columns=["shop_bakery", "amenity_cafe"]), ids, prefix)
-    return EmbeddingTable(frame, TableMeta(prefix, res, "amsterdam", prefix, producer_run_id="abc", input_digests={"osm": "d1"}, feature_names=names))
+    return EmbeddingTable(frame, TableMeta(prefix, res, "amsterdam", prefix, producer_run_id="abc", input_digests={"osm": "d1"},
+                                           feature_names=names))
 
 
 def test_round_trip_keeps_values_and_metadata(area, tmp_path):
@@ -82,7 +83,8 @@ def test_reader_names_the_file_and_problem(area, tmp_path):
     t = make_table(area)
     arrow = pa.Table.from_pandas(t.frame.astype(np.float64))
     raw = tmp_path / "raw.parquet"
-    pq.write_table(arrow.replace_schema_metadata({**arrow.schema.metadata, b"urbanrepml": pq.read_schema(good).metadata[b"urbanrepml"]}), raw)
+    metadata = {**arrow.schema.metadata, b"urbanrepml": pq.read_schema(good).metadata[b"urbanrepml"]}
+    pq.write_table(arrow.replace_schema_metadata(metadata), raw)
     with pytest.raises(UrbanReprError, match=f"{raw}: columns must be float32"):
         read_table(raw)
     plain = tmp_path / "plain.parquet"

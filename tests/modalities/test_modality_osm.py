@@ -126,7 +126,8 @@ def test_poi_counts_by_hand(tiny):
     # nodes 1, 2, 3 (node 4's value and node 5's key are outside the filter) + building + park
     assert sorted(features.ids) == ["node/1", "node/2", "node/3", "way/100", "way/101"]
     counts, used = count_per_cell(features, tiny.area_cells(), RES)
-    park_cells = [c for c in h3.grid_disk(tiny.c, 2) if shapely.Polygon([(lo, la) for la, lo in h3.cell_to_boundary(c)]).intersects(tiny.park)]
+    park_cells = [c for c in h3.grid_disk(tiny.c, 2)
+                  if shapely.Polygon([(lo, la) for la, lo in h3.cell_to_boundary(c)]).intersects(tiny.park)]
     assert tiny.c in park_cells and tiny.n in park_cells and len(park_cells) >= 2
     assert sorted(counts.index) == sorted(park_cells)
     c, n = counts.loc[tiny.c], counts.loc[tiny.n]

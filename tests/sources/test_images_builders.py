@@ -209,7 +209,8 @@ def test_satclip_csv(fx, tmp_path):
 
 
 @pytest.mark.parametrize("body, message", [
-    ("dim_0,geometry\n1,POINT (13.4 52.5)\n2,POINT (13.4\n", r"row 2: geometry 'POINT \(13.4' is not a WKT point like 'POINT \(13.4 52.5\)'"),
+    ("dim_0,geometry\n1,POINT (13.4 52.5)\n2,POINT (13.4\n",
+     r"row 2: geometry 'POINT \(13.4' is not a WKT point like 'POINT \(13.4 52.5\)'"),
     ("dim_0,geometry\n1,\"LINESTRING (0 0, 1 1)\"\n", "row 1: geometry 'LINESTRING"),
     ("dim_0,geometry\n1,\n", "row 1: geometry 'nan' is not a WKT point"),
     ("dim_0,shape\n1,POINT (1 2)\n", "no column geometry"),

@@ -35,7 +35,8 @@ def test_area_entry_point_end_to_end(tracking_server, tmp_path):
 
 
 def test_area_failure_marks_run_failed(tracking_server, tmp_path):
-    proc = run_mlflow_project("area", {"study_area": "porto_alegre", "resolutions": "9", "max_cells": 100}, tracking_server, tmp_path, experiment="area-fail")
+    proc = run_mlflow_project("area", {"study_area": "porto_alegre", "resolutions": "9", "max_cells": 100}, tracking_server, tmp_path,
+                              experiment="area-fail")
     assert proc.returncode != 0
     assert "over the limit of 100" in proc.stderr
     client = MlflowClient(tracking_server)

@@ -37,8 +37,8 @@ def test_tune_fusion_end_to_end_and_continue(tracking, tmp_path, capsys):
     area = poa_area(tmp_path, "poa_tune")
     log_modality_table(area)
     cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "tune", "--env-manager", "local",
-           "--experiment-name", "urbanrepml-poa_tune", "-P", f"study_area={area}", "-P", "n_trials=2", "-P", "max_epochs=2", "-P", "models=full_unet,ring",
-           "-P", "sampler=random"]
+           "--experiment-name", "urbanrepml-poa_tune", "-P", f"study_area={area}", "-P", "n_trials=2", "-P", "max_epochs=2",
+           "-P", "models=full_unet,ring", "-P", "sampler=random"]
     env = clean_env(URBANREPML_DATA_DIR=str(tmp_path / "data"))
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=400)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -70,7 +70,8 @@ def test_tune_fusion_end_to_end_and_continue(tracking, tmp_path, capsys):
         if t.data.params["model"] == "full_unet":  # per-epoch validation loss and the pruning signal
             assert [x.step for x in client.get_metric_history(t.info.run_id, "val_reconstruction")] == [1, 2]
             hist = client.get_metric_history(t.info.run_id, "intermediate_value")
-            assert [x.value for x in hist] == pytest.approx([-x.value for x in client.get_metric_history(t.info.run_id, "val_reconstruction")])
+            val = client.get_metric_history(t.info.run_id, "val_reconstruction")
+            assert [x.value for x in hist] == pytest.approx([-x.value for x in val])
     figures = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
     assert "figures/optimization_history.html" in figures
     # the best trial's embeddings: version 1 of urbanrepml-poa_tune, alias candidate, loadable, with its baselines
@@ -82,7 +83,8 @@ def test_tune_fusion_end_to_end_and_continue(tracking, tmp_path, capsys):
     ids = list(fused.frame.index[:3])
     emb = mlflow.pyfunc.load_model("models:/urbanrepml-poa_tune@candidate").predict(pd.DataFrame({"region_id": ids}))
     assert emb[list(fused.frame.columns)].to_numpy(float) == pytest.approx(fused.frame.loc[ids].to_numpy(float))
-    assert {a.path for a in client.list_artifacts(best_run, "baselines")} >= {"baselines/concat_res9.parquet", "baselines/ring_res9.parquet"}
+    baselines = {a.path for a in client.list_artifacts(best_run, "baselines")}
+    assert baselines >= {"baselines/concat_res9.parquet", "baselines/ring_res9.parquet"}
 
     # Same study_name + storage: the study continues (2 -> 3 finished), a new parent run, no duplicate registration.
     code, out, err = entry_main("tune.py", ["--study_area", area, "--n_trials", "1", "--max_epochs", "2", "--models", "full_unet,ring",

@@ -17,7 +17,8 @@ def target_maps(regions_gdf, y: pd.Series, pred: pd.Series, target: str, label: 
     resid = (y - pred).loc[cells]
     return {
         f"target_{target}": cells_map(gdf, y.loc[cells], title=f"{target}: target ({len(cells)} cells)", color_name=target),
-        f"oof_prediction_{target}": cells_map(gdf, pred.loc[cells], title=f"{target}: out-of-fold prediction ({label})", color_name="prediction"),
+        f"oof_prediction_{target}": cells_map(gdf, pred.loc[cells], title=f"{target}: out-of-fold prediction ({label})",
+                                              color_name="prediction"),
         f"residual_{target}": cells_map(gdf, resid, title=f"{target}: residual y − prediction ({label})", color_name="residual",
                                         colorscale="RdBu_r", zmid=0.0),
     }
@@ -56,7 +57,8 @@ def cluster_scores(scores: pd.DataFrame, title: str):
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("silhouette", "Calinski-Harabasz"))
     for res, part in scores.groupby("resolution"):
-        fig.add_trace(go.Scatter(x=part["k"], y=part["silhouette"], mode="lines+markers", name=f"res {res}", legendgroup=str(res)), row=1, col=1)
+        fig.add_trace(go.Scatter(x=part["k"], y=part["silhouette"], mode="lines+markers", name=f"res {res}", legendgroup=str(res)),
+                      row=1, col=1)
         fig.add_trace(go.Scatter(x=part["k"], y=part["calinski_harabasz"], mode="lines+markers", name=f"res {res}",
                                  legendgroup=str(res), showlegend=False), row=1, col=2)
     fig.update_xaxes(title_text="k")

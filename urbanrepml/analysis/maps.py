@@ -53,9 +53,13 @@ def cells_map(regions_gdf, values: pd.Series | None = None, *, title: str = "", 
     Args:
         regions_gdf: cell polygons in EPSG:4326, index ``region_id``.
         values: one number per cell (NaN cells are drawn grey); None draws the cells only.
-        title: figure title. boundary: a (multi)polygon drawn as a red outline.
-        color_name: colour bar title. colorscale: a plotly colour scale (name or list of stops).
-        zmin, zmax, zmid: colour range (default: the values' range; ``zmid`` centres it, e.g. residuals).
+        title: figure title.
+        boundary: a (multi)polygon drawn as a red outline; None draws none.
+        color_name: colour bar title.
+        colorscale: a plotly colour scale (name or list of stops).
+        zmin: lower end of the colour range (default: the values' minimum).
+        zmax: upper end of the colour range (default: the values' maximum).
+        zmid: centre of the colour range (e.g. residuals): the range is made symmetric around it.
         colorbar: extra colour bar settings (e.g. ``tickvals``).
 
     Returns:

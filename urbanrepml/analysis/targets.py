@@ -71,8 +71,9 @@ class Targets:
 
 
 def targets_digest(spec: StudyArea) -> str:
-    """One SHA-256 over the study area's target files (names ``target.<name>``, as the probe logs them):
-    probe records are keyed by it, so evidence on other target files is never compared.
+    """One SHA-256 over the study area's target files (names ``target.<name>``, as the probe logs them).
+
+    Probe records are keyed by it, so evidence on other target files is never compared.
     """
     return combined_digest({f"target.{name}": file_digest(t.path) for name, t in spec.targets.items()})
 

@@ -199,7 +199,8 @@ def _save(path: Path, area: Area) -> None:
                 arrays[f"parents_{res}"] = area._parents[res]
         np.savez(tmp / "area.npz", **arrays)
         (tmp / "boundary.wkt").write_text(area.boundary.wkt)
-        (tmp / "meta.json").write_text(json.dumps({"name": area.name, "resolutions": list(area.resolutions), "counts": area.counts}, indent=1))
+        meta = {"name": area.name, "resolutions": list(area.resolutions), "counts": area.counts}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         try:
             os.replace(tmp, path)  # atomic: readers never see a half-written cache
         except OSError:  # another process won the race

@@ -168,7 +168,8 @@ class AerialModality(Modality):
             return path
         if spec.sources.images is not None:
             return spec.sources.images
-        raise UrbanReprError(f"aerial: no imagery; pass imagery=<orthophoto GeoTIFF or tile folder> or set images = \"tiles/\" under [sources] of {spec.source_file}")
+        raise UrbanReprError("aerial: no imagery; pass imagery=<orthophoto GeoTIFF or tile folder> "
+                             f"or set images = \"tiles/\" under [sources] of {spec.source_file}")
 
     def source_files(self, spec: StudyArea) -> dict[str, Path]:
         path = self._imagery(spec)
@@ -195,7 +196,8 @@ class AerialModality(Modality):
         pos, emb = np.concatenate(positions), np.concatenate(embeddings)
         index = pd.Index(area.region_ids(resolution)[pos], name=REGION_ID)
         features = pd.DataFrame(emb, index=index, columns=[f"emb_{i}" for i in range(emb.shape[1])])
-        notes = [f"encoder={encoder_name}" + (" (fixed random weights, seed 0: a baseline, not a trained model)" if encoder_name == BUILTIN else ""),
+        builtin_note = " (fixed random weights, seed 0: a baseline, not a trained model)" if encoder_name == BUILTIN else ""
+        notes = [f"encoder={encoder_name}" + builtin_note,
                  f"{len(pos)} tiles of {self.tile_px}x{self.tile_px} px from {path.name}"]
         return ModalityResult(features=features, metrics={"tiles": len(pos)},
                               params={"encoder": encoder_name, "embedding_dim": emb.shape[1]}, notes=notes)

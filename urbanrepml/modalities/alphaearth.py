@@ -119,7 +119,8 @@ def ee_initialise():
     try:
         import ee
     except ImportError:
-        raise UrbanReprError("source=ee needs earthengine-api (pip install earthengine-api), or use source=local with path=<GeoTIFF>") from None
+        raise UrbanReprError("source=ee needs earthengine-api (pip install earthengine-api), "
+                             "or use source=local with path=<GeoTIFF>") from None
     project = os.environ.get("EE_PROJECT") or os.environ.get("GOOGLE_CLOUD_PROJECT") or None
     try:
         ee.Initialize(project=project)
@@ -151,7 +152,8 @@ def ee_download(requests: list[dict], dest: Path, timeout: float = 300) -> list[
             except UrbanReprError:
                 raise
             except Exception as exc:  # noqa: BLE001
-                raise UrbanReprError(f"Earth Engine download of {request['name']} failed ({type(exc).__name__}: {str(exc)[:200]})") from None
+                raise UrbanReprError(f"Earth Engine download of {request['name']} failed "
+                                     f"({type(exc).__name__}: {str(exc)[:200]})") from None
     return [dest / f"{r['name']}.tif" for r in requests]
 
 

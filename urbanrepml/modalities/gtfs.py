@@ -203,9 +203,11 @@ def service_departures(feed: Feed, services: np.ndarray) -> np.ndarray:
 
 
 def busiest_calendar_start(feeds: list[Feed]) -> np.datetime64 | None:
-    """Where the most calendar.txt service is active: the earliest date on which the sum over active
-    calendar rows of (departures per running day x share of Monday-Friday flags set) peaks (an event sweep:
-    ``+w`` at start_date, ``-w`` the day after end_date). Rows are counted 1 each when no row has departures.
+    """Where the most calendar.txt service is active.
+
+    That is the earliest date on which the sum over active calendar rows of (departures per running day
+    x share of Monday-Friday flags set) peaks (an event sweep: ``+w`` at start_date, ``-w`` the day after
+    end_date). Rows are counted 1 each when no row has departures.
     """
     starts, ends, weights = [], [], []
     for f in feeds:
@@ -348,7 +350,8 @@ class GTFSModality(Modality):
 
     def source_files(self, spec: StudyArea) -> dict[str, Path]:
         if not spec.sources.gtfs:
-            raise UrbanReprError(f"study area {spec.name!r} ({spec.source_file}) lists no GTFS feeds; add gtfs = [\"feed.zip\"] under [sources]")
+            raise UrbanReprError(f"study area {spec.name!r} ({spec.source_file}) lists no GTFS feeds; "
+                                 "add gtfs = [\"feed.zip\"] under [sources]")
         return {p.name: p for p in spec.sources.gtfs}
 
     def compute(self, spec: StudyArea, area: Area, resolution: int) -> ModalityResult:

@@ -70,7 +70,10 @@ def assign_cells(geometry: np.ndarray, area_cells: np.ndarray, resolution: int) 
 
 
 def count_per_cell(features: OsmFeatures, area_cells: np.ndarray, resolution: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """Counts per (cell of ``area_cells``, category); returns the frame (cells with data, present categories) and the used feature indices."""
+    """Counts per (cell of ``area_cells``, category).
+
+    Returns the frame (cells with data, present categories) and the used feature indices.
+    """
     feat, pos = assign_cells(features.geometry, area_cells, resolution)
     # expand (feature, cell) rows by the feature's categories (CSR over features)
     order = np.argsort(features.pair_feature, kind="stable")

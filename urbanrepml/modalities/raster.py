@@ -40,7 +40,8 @@ def select_rasters(spec: StudyArea, rasters: str) -> dict[str, Path]:
     names = [n.strip() for n in wanted.split(",") if n.strip()]
     unknown = [n for n in names if n not in available]
     if unknown or not names:
-        raise UrbanReprError(f"rasters={rasters!r}: {unknown or 'no names'} not in [sources.rasters] of {spec.name!r}; available: {sorted(available)}")
+        raise UrbanReprError(f"rasters={rasters!r}: {unknown or 'no names'} not in [sources.rasters] of {spec.name!r}; "
+                             f"available: {sorted(available)}")
     return {n: available[n] for n in names}
 
 

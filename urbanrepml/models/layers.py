@@ -200,9 +200,9 @@ class _GCNBlockFn(torch.autograd.Function):
         x = saved[0].clone()  # walked back layer by layer, in place
         gy = gy.contiguous().clone()
         dim = (x.shape[-1],)
-        for l in range(L - 1, -1, -1):
-            gamma, beta, weight, bias = params[4 * l:4 * l + 4]
-            h, mask = hs[l], masks[l]
+        for layer in range(L - 1, -1, -1):
+            gamma, beta, weight, bias = params[4 * layer:4 * layer + 4]
+            h, mask = hs[layer], masks[layer]
             g = nn.functional.gelu(h)
             if mask is None:
                 dg = gy
@@ -223,5 +223,5 @@ class _GCNBlockFn(torch.autograd.Function):
             del gu
             gx, ggamma, gbeta = torch.ops.aten.native_layer_norm_backward(gn, x, dim, mean, rstd, gamma, beta, [True, True, True])
             gy.add_(gx)
-            grads[4 * l:4 * l + 4] = [ggamma, gbeta, gweight, gbias]
+            grads[4 * layer:4 * layer + 4] = [ggamma, gbeta, gweight, gbias]
         return (gy, None, None, None, *grads)

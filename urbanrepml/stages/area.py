@@ -49,8 +49,10 @@ def run_area_stage(study_area: str, resolutions: str = "7,8,9,10", max_cells: in
             cells_df = pd.DataFrame({"region_id": area.region_ids(finest)})
             log_frame_input(cells_df, f"{spec.name}_cells_res{finest}", spec.source_file, context="area")
         coarse = area.resolutions[0] if len(area.region_ids(area.resolutions[-1])) > 50_000 else area.resolutions[-1]
-        log_figure(cells_map(area.regions_gdf(coarse), title=f"{spec.name}: H3 cells at resolution {coarse}", boundary=area.boundary), f"cells_res{coarse}")
-        mlflow.set_tag("mlflow.note.content", f"{spec.name}: " + ", ".join(f"res {r}: {c['cells']:,} cells" for r, c in area.counts.items()))
+        log_figure(cells_map(area.regions_gdf(coarse), title=f"{spec.name}: H3 cells at resolution {coarse}", boundary=area.boundary),
+                   f"cells_res{coarse}")
+        mlflow.set_tag("mlflow.note.content",
+                       f"{spec.name}: " + ", ".join(f"res {r}: {c['cells']:,} cells" for r, c in area.counts.items()))
         print(f"area {spec.name}: " + "; ".join(f"res {r}: {c['cells']:,} cells, {c['edges']:,} edges" for r, c in area.counts.items()))
         print(f"run {run.info.run_id}")
     return area

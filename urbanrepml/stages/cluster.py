@@ -60,9 +60,11 @@ def run_cluster_stage(study_area: str, *, model_uri: str | None = None, table: s
         for r, labels in result.labels.items():
             k = result.best_k[r]
             regions = area.regions_gdf(r)
-            log_figure(cells_map(regions.loc[labels.index], labels.astype(float), title=f"{spec.name} res {r}: k-means, k={k} (best silhouette)",
+            log_figure(cells_map(regions.loc[labels.index], labels.astype(float),
+                                 title=f"{spec.name} res {r}: k-means, k={k} (best silhouette)",
                                  color_name="cluster"), f"clusters_res{r}", png=True)
-        note = [inp.note] + [f"res {r}: best k {k} (silhouette {result.scores.query('resolution == @r and k == @k')['silhouette'].iloc[0]:.3f})"
+        note = [inp.note] + [f"res {r}: best k {k} "
+                             f"(silhouette {result.scores.query('resolution == @r and k == @k')['silhouette'].iloc[0]:.3f})"
                              for r, k in result.best_k.items()] + [f"run {run.info.run_id}"]
         mlflow.set_tag("mlflow.note.content", "\n".join(note))
         print("\n".join(note))

@@ -188,8 +188,10 @@ def run_images_stage(p: Params) -> ImageIndex:
 
 
 def log_image_files(frame: pd.DataFrame, root: Path | None, source: Path, log_source_files) -> None:
-    """Log the image files (scenes, photos) as input datasets with their digests, when there are at most
-    :data:`MAX_SOURCE_DATASETS` of them (the index, logged as a dataset too, lists them all).
+    """Log the image files (scenes, photos) as input datasets with their digests.
+
+    Only when there are at most :data:`MAX_SOURCE_DATASETS` of them (the index, logged as a dataset too,
+    lists them all).
     """
     files = pd.unique(resolve_paths(frame["path"].tolist(), root))
     if len(files) > MAX_SOURCE_DATASETS or (len(files) == 1 and Path(files[0]) == source.resolve()):
@@ -205,8 +207,9 @@ def log_image_files(frame: pd.DataFrame, root: Path | None, source: Path, log_so
 
 
 def group_metrics(frame: pd.DataFrame) -> dict[str, float]:
-    """Images per group (``group_images.<group>``) when there are at most :data:`MAX_GROUP_METRICS` groups,
-    else the smallest, median and largest group size.
+    """Images per group (``group_images.<group>``), or the smallest, median and largest group size.
+
+    Per group when there are at most :data:`MAX_GROUP_METRICS` groups, else the three sizes.
     """
     sizes = frame.groupby("group").size()
     if len(sizes) <= MAX_GROUP_METRICS:

@@ -86,7 +86,8 @@ def _run_modality(modality: Modality, study_area: str, resolution: int, *, neste
             log_embedding_table(table)
             pc1 = first_component(frame)
             regions = area.regions_gdf(resolution)
-            log_figure(cells_map(regions.loc[pc1.index], pc1, title=f"{spec.name} {modality.name}: first principal component", color_name="PC1"),
+            log_figure(cells_map(regions.loc[pc1.index], pc1, title=f"{spec.name} {modality.name}: first principal component",
+                                 color_name="PC1"),
                        f"{modality.name}_pc1")
             note = f"{modality.name} on {spec.name} res {resolution}: {frame.shape[1]} features, coverage {metrics['coverage']:.1%}"
             mlflow.set_tag("mlflow.note.content", "\n".join([note, *result.notes]))

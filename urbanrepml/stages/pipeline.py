@@ -90,7 +90,8 @@ def summary_markdown(area: str, modalities: list[dict], fuse: dict, probe: dict,
         lines.append(f"| {r['modality']} | {r['status'][:90]} | {cov} | {cells} |")
     lines += ["", "## Fusion", "", "| model | cells | dim | best val loss | best epoch | version |", "|---|---|---|---|---|---|"]
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) and v == v else str(v)  # noqa: E731
-    lines.append(f"| {fuse['model']} | {fuse['cells']} | {fuse['dim']} | {fmt(fuse['best_val_loss'])} | {fuse['best_epoch']} | {fuse['version']} |")
+    lines.append(f"| {fuse['model']} | {fuse['cells']} | {fuse['dim']} | {fmt(fuse['best_val_loss'])} | "
+                 f"{fuse['best_epoch']} | {fuse['version']} |")
     lines += ["", "## Probe (out-of-fold R², spatial folds)", "", "| features | mean R² | " + " | ".join(probe["targets"]) + " |",
               "|---|---|" + "---|" * len(probe["targets"])]
     for label, row in probe["rows"].items():
@@ -146,7 +147,8 @@ def run_pipeline(study_area: str, *, model: str = "full_unet", epochs: int = 60,
         promote = {"decision": decision.decision, "reason": decision.reason}
 
         md = summary_markdown(spec.name, modalities, fuse, probe_summary, promote)
-        long = [{"section": "modality", "item": r["modality"], "key": k, "value": r[k]} for r in modalities for k in ("status", "coverage", "cells", "run_id")]
+        long = [{"section": "modality", "item": r["modality"], "key": k, "value": r[k]}
+                for r in modalities for k in ("status", "coverage", "cells", "run_id")]
         long += [{"section": "fusion", "item": model, "key": k, "value": v} for k, v in fuse.items()]
         long += [{"section": "probe", "item": label, "key": k, "value": v} for label, row in rows.items() for k, v in row.items()]
         long += [{"section": "promote", "item": "champion", "key": k, "value": v} for k, v in promote.items()]

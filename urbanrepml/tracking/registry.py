@@ -231,8 +231,10 @@ def resolve_model_uri(study_area: str, model_uri: str | None = None) -> tuple[st
 
 
 def record_probe(model, metrics: dict, run_id: str, folds_digest: str, prefix: str = PROBE_PREFIX) -> ModelVersion:
-    """Record a probe's result on a model version as tags ``<prefix>mean_r2``, ``<prefix>run_id``,
-    ``<prefix>folds_digest`` and ``<prefix><metric>`` for every metric (numbers as strings, 6 significant digits).
+    """Record a probe's result on a model version as tags.
+
+    The tags are ``<prefix>mean_r2``, ``<prefix>run_id``, ``<prefix>folds_digest`` and ``<prefix><metric>``
+    for every metric (numbers as strings, 6 significant digits).
 
     ``model``: ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or ``(name, version)``.
     """

@@ -63,8 +63,9 @@ def latest_table_run(study_area: str, modality: str, resolution: int, sources_di
 
 def find_latest_table(study_area: str, modality: str, resolution: int, dst_dir: str | Path | None = None,
                       sources_digest: str | None = None) -> tuple[Path, str] | None:
-    """Download the newest finished table of (area, modality, resolution) (built from ``sources_digest`` when given);
-    return (local path, run id) or None.
+    """Download the newest finished table of (area, modality, resolution).
+
+    Only tables built from ``sources_digest`` when it is given; return (local path, run id) or None.
     """
     run = latest_table_run(study_area, modality, resolution, sources_digest)
     if run is None:

@@ -79,8 +79,9 @@ def numbers(values, *, what: str, where: str) -> np.ndarray:
 
 
 def epoch_or_text_times(values, *, where: str) -> list:
-    """Times as ISO text, or numbers in milliseconds since the epoch (Mapillary's ``captured_at``) -> values
-    :func:`urbanrepml.images.to_timestamps` takes.
+    """Times as ISO text, or numbers in ms since the epoch -> values :func:`urbanrepml.images.to_timestamps` takes.
+
+    Numbers in milliseconds since the epoch are what Mapillary's ``captured_at`` holds.
     """
     out = []
     for v in values:
