@@ -53,7 +53,7 @@ def fields_of(params_cls: type) -> list[tuple[dataclasses.Field, str]]:
 
 
 def is_empty(value: Any) -> bool:
-    """True for the ways a "not given" value arrives: None, ``""``, ``''``, ``""""`` (quoted empties)."""
+    """True for the ways a "not given" value arrives: None, an empty string, or a quoted empty one."""
     return value is None or str(value).strip() in ("", "''", '""')
 
 
