@@ -32,6 +32,9 @@ ENTRY_POINTS: dict[str, str] = {
     "promote": "urbanrepml.stages.promote",
     "pipeline": "urbanrepml.stages.pipeline",
     "datasets": "urbanrepml.stages.datasets",
+    "location": "urbanrepml.stages.modality",
+    "locenc": "urbanrepml.stages.locenc",
+    "locenc_embed": "urbanrepml.stages.locenc_embed",
 }
 
 
