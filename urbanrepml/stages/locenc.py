@@ -328,7 +328,7 @@ def _publish_and_probe(table, spec, area, resolution: int, prefix: str, p: Param
     lines.append(f"{prefix}: table {path}")
     if not (p.probe and spec.targets):
         return {}
-    metrics = run_probe_stage(spec.name, table=str(path), nested=True, figures=False, seed=0)
+    metrics = run_probe_stage(str(spec.source_file), table=str(path), nested=True, figures=False, seed=0)
     return _probe_metrics(metrics, prefix, with_references=prefix == "probe")
 
 

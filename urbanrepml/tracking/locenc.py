@@ -91,7 +91,7 @@ def promote_locenc(version: ModelVersion, min_gain: float = 0.0) -> LocencDecisi
     champ_value = float(champ.tags[METRIC_TAG]) if champ is not None and champ.tags.get(METRIC_TAG) else None
     if champ is None:
         promote, reason = True, f"no {CHAMPION} yet; version {version.version} ({PROMOTION_METRIC} {value:.4f}) becomes it"
-    elif champ.version == version.version:
+    elif str(champ.version) == str(version.version):
         promote, reason = False, f"version {version.version} is already {CHAMPION}"
     elif champ_value is None or champ.tags.get(SPLIT_TAG) != version.tags.get(SPLIT_TAG):
         promote, reason = False, (f"{CHAMPION} version {champ.version} was scored on other held-out records (split digest "
@@ -103,7 +103,7 @@ def promote_locenc(version: ModelVersion, min_gain: float = 0.0) -> LocencDecisi
         reason = (f"version {version.version} {PROMOTION_METRIC} {value:.4f} vs {CHAMPION} version {champ.version} "
                   f"{champ_value:.4f} (gain {gain:+.4f}, margin {min_gain:g}): "
                   + ("promoted" if promote else f"{CHAMPION} kept"))
-    decision = LocencDecision(promote, reason, str(version.version), value, champ.version if champ else None, champ_value)
+    decision = LocencDecision(promote, reason, str(version.version), value, str(champ.version) if champ else None, champ_value)
     if promote:
         set_alias(version.name, CHAMPION, version.version, client)
     for key, val in (("promote.decision", "promoted" if promote else "kept"), ("promote.reason", reason),
