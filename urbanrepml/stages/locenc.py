@@ -65,7 +65,7 @@ class Params:
     crs: str = param("EPSG:4326", "CRS of a CSV's geometry column (reprojected to EPSG:4326)")
     resolution: int = param(9, "H3 resolution of the modality tables and of the per-cell location table")
     encoder: str = param("rff", "location encoder family", choices=TRAINABLE)
-    legendre_polys: int = param(40, "sh_siren: spherical-harmonic degrees L (L^2 features)")
+    legendre_polys: int = param(10, "sh_siren: spherical-harmonic degrees L (L^2 features)")
     sigmas: str = param("2,8,32", "rff: Fourier-feature scales (cycles per region half-extent), comma-separated")
     frequency_num: int = param(32, "space2vec_*: scales")
     min_radius_km: float = param(0.05, "space2vec_*: shortest wavelength (km)")

@@ -95,7 +95,7 @@ def parse_sigmas(value) -> tuple[float, ...]:
     return tuple(items)
 
 
-def build_sh_siren(legendre_polys: int = 20, frame: str = "region", bounds=GLOBE, network: str = "siren", hidden: int = 256,
+def build_sh_siren(legendre_polys: int = 10, frame: str = "region", bounds=GLOBE, network: str = "siren", hidden: int = 256,
                    layers: int = 2, embedding_dim: int = 128, w0_initial: float = 30.0) -> LocationEncoder:
     """Spherical harmonics of degree < ``legendre_polys`` + SIREN (SatCLIP)."""
     pe = SphericalHarmonics(legendre_polys, frame, tuple(bounds))
@@ -147,7 +147,7 @@ def _capacity_space() -> dict:
 
 
 def sh_siren_space(max_epochs: int) -> dict:
-    return {"legendre_polys": IntRange(10, 60), **_capacity_space(), **_training_space()}
+    return {"legendre_polys": IntRange(5, 40), **_capacity_space(), **_training_space()}
 
 
 def space2vec_space(max_epochs: int) -> dict:
@@ -160,7 +160,7 @@ def rff_space(max_epochs: int) -> dict:
             **_capacity_space(), **_training_space()}
 
 
-SH_DEFAULTS = {"legendre_polys": 40, "frame": "region", "network": "siren", "hidden": 256, "layers": 2, "embedding_dim": 128,
+SH_DEFAULTS = {"legendre_polys": 10, "frame": "region", "network": "siren", "hidden": 256, "layers": 2, "embedding_dim": 128,
                "w0_initial": 30.0}
 SPACE2VEC_DEFAULTS = {"frequency_num": 32, "min_radius_km": 0.05, "max_radius_km": 0.0, "network": "mlp", "hidden": 256,
                       "layers": 2, "embedding_dim": 128, "w0_initial": 1.0}
