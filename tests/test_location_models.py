@@ -221,3 +221,23 @@ def test_geoclip_pretrained_encoder_loads_offline_without_its_image_side():
     assert out.shape == (2, 512) and torch.isfinite(out).all()
     assert not torch.allclose(out[0], out[1])
     assert "geoclip" not in sys.modules and not any(m.startswith(("torchvision", "transformers")) for m in sys.modules)
+
+
+def test_retrieval_skips_many_records_at_the_query_place():
+    """More records at the query's place than the candidate slack: the row falls back to masking the whole bank."""
+
+    class Ones(torch.nn.Module):
+        out_dim = 2
+
+        def forward(self, latlon: torch.Tensor) -> torch.Tensor:
+            return torch.ones(latlon.shape[0], 2)
+
+    m, here = 30, 12
+    keys = torch.tensor([[1.0, 1.0]] * here + [[1.0, 1.0 - 0.01 * i] for i in range(1, m - here + 1)])
+    latlon = torch.tensor([[5.0, 5.0]] * here + [[float(i), 0.0] for i in range(m - here)], dtype=torch.float64)
+    service = LocationService(Ones(), keys, torch.arange(m, dtype=torch.float32)[:, None], latlon, logit_scale=1.0)
+    query = torch.tensor([[5.0, 5.0], [40.0, 40.0]], dtype=torch.float64)
+    for s in (service, torch.jit.script(service)):
+        _, _, idx, _ = s.retrieve(query, 3, torch.tensor([-1, -1]))
+        assert idx[0].tolist() == [12, 13, 14]  # the 12 records at the query's place are its own
+        assert set(idx[1].tolist()) <= set(range(here))  # elsewhere they are simply the most similar

@@ -24,6 +24,7 @@ from urbanrepml.errors import UrbanReprError
 
 SAME_PLACE_DEGREES = 1e-9
 _CELLS_PER_CHUNK = 1 << 22
+CANDIDATE_SLACK = 8
 
 
 class LocationService(nn.Module):
@@ -57,6 +58,7 @@ class LocationService(nn.Module):
         self.register_buffer("logit_scale", torch.tensor(float(logit_scale)))
         self.same_place_degrees = SAME_PLACE_DEGREES
         self.cells_per_chunk = _CELLS_PER_CHUNK
+        self.candidate_slack = CANDIDATE_SLACK
 
     @torch.jit.export
     def bank_size(self) -> int:
@@ -64,6 +66,13 @@ class LocationService(nn.Module):
 
     def forward(self, latlon: Tensor) -> Tensor:
         return self.encoder(latlon)
+
+    def _excluded(self, candidates: Tensor, latlon: Tensor, exclude: Tensor) -> Tensor:
+        """(c, w) bool: candidate is the query's own record (by position) or lies at exactly the query's place."""
+        where = self.bank_latlon[candidates]  # (c, w, 2)
+        same = ((where[:, :, 0] - latlon[:, 0:1]).abs() <= self.same_place_degrees) & \
+               ((where[:, :, 1] - latlon[:, 1:2]).abs() <= self.same_place_degrees)
+        return same | (candidates == exclude[:, None])
 
     @torch.jit.export
     def retrieve(self, latlon: Tensor, k: int, exclude: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -79,14 +88,24 @@ class LocationService(nn.Module):
         chunk = max(1, self.cells_per_chunk // m)
         positions = torch.arange(m, device=latlon.device)
         combined, indices, cosines = [], [], []
+        wide = min(m, k + self.candidate_slack)
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
             sims = q[start:stop] @ self.keys.T
-            same = ((self.bank_latlon[None, :, 0] - ll[start:stop, 0:1]).abs() <= self.same_place_degrees) & \
-                   ((self.bank_latlon[None, :, 1] - ll[start:stop, 1:2]).abs() <= self.same_place_degrees)
-            own = exclude[start:stop, None] == positions[None, :]
-            sims = sims.masked_fill(same | own, float("-inf"))
-            top, idx = sims.topk(k, dim=1)
+            # The k best among a few more candidates, the query's own record(s) masked there; rows where
+            # masking leaves fewer than k (many records at the query's place) are masked over the whole bank.
+            cand_s, cand_i = sims.topk(wide, dim=1)
+            out = self._excluded(cand_i, ll[start:stop], exclude[start:stop])
+            short = (~out).sum(dim=1) < k
+            if bool(short.any()):
+                rows = short.nonzero().squeeze(1)
+                full = self._excluded(positions[None, :].expand(int(rows.shape[0]), m), ll[start:stop][rows],
+                                      exclude[start:stop][rows])
+                row_s, row_i = sims[rows].masked_fill(full, float("-inf")).topk(wide, dim=1)
+                cand_s[rows], cand_i[rows] = row_s, row_i
+                out[rows] = row_s == float("-inf")
+            top, pick = cand_s.masked_fill(out, float("-inf")).topk(k, dim=1)
+            idx = cand_i.gather(1, pick)
             weights = torch.softmax(self.logit_scale * top, dim=1)
             weights = torch.nan_to_num(weights, nan=0.0)
             combined.append((weights[:, :, None] * self.values[idx]).sum(dim=1))
