@@ -123,11 +123,11 @@ def bench_rag(args) -> None:
                                   bank_ll, logit_scale=scale).eval()
         own_t = torch.from_numpy(own)
 
-        def ours():
+        def ours(service=service, query_ll=query_ll, own_t=own_t):
             with torch.no_grad():
                 return service.retrieve(query_ll, k, own_t)
 
-        def reference():
+        def reference(q=q, keys=keys, values=values, own=own):
             return brute_force(q, keys, values, own, k, scale)
 
         _, c1, i1, _ = ours()

@@ -12,7 +12,7 @@ from urbanrepml.errors import UrbanReprError
 from urbanrepml.models.location import TRAINABLE, ContrastiveLocationModel, symmetric_infonce
 from urbanrepml.models.location.checkpoint import checkpoint, load, rebuild, save
 from urbanrepml.models.location.frame import RegionFrame, check_latlon, equal_earth
-from urbanrepml.models.location.positional import GaussianFourierFeatures, SphericalHarmonics, Space2VecGrid, Space2VecTheory
+from urbanrepml.models.location.positional import GaussianFourierFeatures, Space2VecGrid, Space2VecTheory, SphericalHarmonics
 from urbanrepml.models.location.retrieval import LocationService, service_from_model
 from urbanrepml.models.registry import get_model, list_models
 
@@ -184,7 +184,8 @@ def test_retrieval_excludes_the_own_record_by_position_and_by_place():
     _, combined, idx, _ = service.retrieve(torch.tensor([[0.0, 0.5]], dtype=torch.float64), 2, torch.tensor([-1]))
     assert sorted(idx[0].tolist()) == [0, 1] and float(combined[0, 0]) == pytest.approx(2.0)
     scripted = torch.jit.script(service)
-    assert torch.equal(scripted.retrieve(query, 1, torch.tensor([-1, 1, -1]))[2], service.retrieve(query, 1, torch.tensor([-1, 1, -1]))[2])
+    own = torch.tensor([-1, 1, -1])
+    assert torch.equal(scripted.retrieve(query, 1, own)[2], service.retrieve(query, 1, own)[2])
 
 
 def test_retrieval_bounds_on_k_and_bank_size():

@@ -69,9 +69,9 @@ def test_locenc_trains_evaluates_maps_registers_and_serves(tracking, tmp_path):
 
     area, name = poa_area(tmp_path, "poa_locenc"), "poa_locenc"
     coords = log_coords_table(area)
+    env = clean_env(PYTHONPATH=str(REPO), URBANREPML_DATA_DIR=str(tmp_path / "data"))
     proc = subprocess.run([sys.executable, "-m", "urbanrepml", "locenc", "--study_area", area, *SMALL], capture_output=True,
-                          text=True, cwd=tmp_path, env=clean_env(PYTHONPATH=str(REPO), URBANREPML_DATA_DIR=str(tmp_path / "data")),
-                          timeout=600)
+                          text=True, cwd=tmp_path, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "registered urbanrepml-locenc-poa_locenc version 1" in proc.stdout and "becomes it" in proc.stdout
     client = MlflowClient(tracking)
@@ -255,8 +255,9 @@ def test_bad_input_is_one_line_exit_2_and_no_version(tracking, tmp_path, capsys,
 def test_bad_input_from_the_command_line(tracking, tmp_path):
     area = poa_area(tmp_path, "poa_locenc_cli")
     _points_csv(tmp_path / "in.csv", 5, geometry="POINT (-51.2 -91)")
-    proc = subprocess.run([sys.executable, "-m", "urbanrepml", "locenc", "--study_area", area, "--input", str(tmp_path / "in.csv")],
-                          capture_output=True, text=True, cwd=tmp_path, env=clean_env(PYTHONPATH=str(REPO)), timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "urbanrepml", "locenc", "--study_area", area,
+                           "--input", str(tmp_path / "in.csv")], capture_output=True, text=True, cwd=tmp_path,
+                          env=clean_env(PYTHONPATH=str(REPO)), timeout=300)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "out of range" in lines[0]

@@ -17,7 +17,7 @@ from urbanrepml.tasks.location.data import (
     read_query_points,
 )
 from urbanrepml.tasks.location.metrics import best_similarity, geo_knn, retrieval_metrics
-from urbanrepml.tasks.location.task import LocencConfig, LocationTask, refit_location_encoder, train_location_encoder
+from urbanrepml.tasks.location.task import LocationTask, LocencConfig, refit_location_encoder, train_location_encoder
 
 torch.set_num_threads(1)
 POA = (-30.113, -29.988, -51.266, -51.132)

@@ -36,6 +36,7 @@ import hashlib
 import math
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -325,7 +326,8 @@ def _publish_and_probe(table, spec, area, resolution: int, prefix: str, p: Param
     path = table_path(spec.name, table.meta.modality, resolution)
     with publish_on_success(table, path, area_cells=area.cells(resolution)):
         log_file(table.path, "tables")
-    lines.append(f"{prefix}: table {path}")
+    label = {"probe": "location", "rag_probe": "location+RAG", "geoclip_probe": "GeoCLIP"}[prefix]
+    lines.append(f"{label} table: {path}")
     if not (p.probe and spec.targets):
         return {}
     metrics = run_probe_stage(str(spec.source_file), table=str(path), nested=True, figures=False, seed=0)
@@ -405,7 +407,9 @@ def log_model(result, service, records: Records, spec, p: Params, run_id: str) -
         save(checkpoint(result.model, cfg.encoder, result.encoder_config), ckpt)
         mlflow.log_artifact(str(ckpt), artifact_path="model")
         service_path = Path(tmp) / "locenc_service.pt"
-        torch.jit.script(service).save(str(service_path))
+        with warnings.catch_warnings():  # the pyfunc loads TorchScript with torch alone; the deprecation notice is noise
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.script(service).save(str(service_path))
         d = records.data
         lat0, lon0 = (result.task.bounds[0] + result.task.bounds[1]) / 2, (result.task.bounds[2] + result.task.bounds[3]) / 2
         meta = {"study_area": spec.name, "encoder": cfg.encoder, "dim": int(result.model.out_dim), "bank_dim": int(d.dim),
