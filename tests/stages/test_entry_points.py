@@ -88,6 +88,34 @@ def _check_pipeline(rig, run):
     assert {"summary/pipeline_summary.md", "summary/pipeline_summary.csv"} <= _artifacts(rig, run, "summary")
 
 
+def _check_images(rig, run):
+    assert run.data.metrics["images"] == 3 and run.data.metrics["groups"] == 1  # the three Berlin Cathedral photos
+
+
+def _check_embed_images(rig, run):
+    assert run.data.metrics["images"] == 3 and run.data.metrics["embed_dim"] == 64
+
+
+def _check_locenc(rig, run):
+    versions = rig.client().search_model_versions(f"name = 'urbanrepml-locenc-{rig.area_name}'")
+    assert run.info.run_id in {v.run_id for v in versions} and "val_top10" in run.data.metrics
+
+
+LOCENC_ARGS = ["--epochs", "2", "--probe", "false", "--compare_geoclip", "false", "--map_size", "16", "--batch_size", "64"]
+
+
+def _encoder_registered(rig) -> list[str]:
+    """Train and register a location encoder when the rig has none yet (locenc_embed needs one)."""
+    if not rig.client().search_model_versions(f"name = 'urbanrepml-locenc-{rig.area_name}'"):
+        proc = rig.run("locenc", "--study_area", rig.study_area, *LOCENC_ARGS)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    return ["--study_area", rig.study_area]
+
+
+def _check_locenc_embed(rig, run):
+    assert run.data.metrics["rows"] > 0 and run.data.metrics["dims"] > 0
+
+
 def _check_datasets(rig, proc):
     from urbanrepml.datasets import list_datasets
 
@@ -114,6 +142,12 @@ RECIPES: dict[str, Recipe] = {
     "pipeline": Recipe(lambda rig: ["--study_area", rig.study_area, "--epochs", "2"], "pipeline", _check_pipeline,
                        after_fuse=True),
     "datasets": Recipe(lambda rig: ["--command", "list"], None, _check_datasets),
+    "images": Recipe(lambda rig: ["--dataset", "opensfm_berlin", "--kind", "photos"], "images", _check_images),
+    "embed_images": Recipe(lambda rig: ["--dataset", "opensfm_berlin", "--encoder", "small_cnn"], "embed_images",
+                           _check_embed_images),
+    "location": _modality("location", "--encoder", "geoclip"),
+    "locenc": Recipe(lambda rig: ["--study_area", rig.study_area, *LOCENC_ARGS], "locenc", _check_locenc, after_fuse=True),
+    "locenc_embed": Recipe(_encoder_registered, "locenc_embed", _check_locenc_embed, after_fuse=True),
 }
 
 

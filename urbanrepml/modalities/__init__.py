@@ -11,6 +11,7 @@ from urbanrepml.modalities.aerial import AerialModality
 from urbanrepml.modalities.alphaearth import AlphaEarthModality
 from urbanrepml.modalities.base import Modality, ModalityResult, sources_digest
 from urbanrepml.modalities.gtfs import GTFSModality
+from urbanrepml.modalities.location import LocationModality
 from urbanrepml.modalities.poi import PoiModality
 from urbanrepml.modalities.raster import RasterModality
 from urbanrepml.modalities.roads import RoadsModality
@@ -22,6 +23,7 @@ MODALITIES: dict[str, type[Modality]] = {
     "raster": RasterModality,
     "alphaearth": AlphaEarthModality,
     "aerial": AerialModality,
+    "location": LocationModality,
 }
 
 

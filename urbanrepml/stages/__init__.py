@@ -34,6 +34,9 @@ ENTRY_POINTS: dict[str, str] = {
     "datasets": "urbanrepml.stages.datasets",
     "images": "urbanrepml.stages.images",
     "embed_images": "urbanrepml.stages.embed_images",
+    "location": "urbanrepml.stages.modality",
+    "locenc": "urbanrepml.stages.locenc",
+    "locenc_embed": "urbanrepml.stages.locenc_embed",
 }
 
 

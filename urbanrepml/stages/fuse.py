@@ -105,6 +105,17 @@ class Params:
         return d
 
 
+def _has_sources(name: str, spec) -> bool:
+    """Whether modality ``name`` with its default settings reads files the study area names."""
+    from urbanrepml.modalities import MODALITIES
+
+    try:
+        MODALITIES[name]().source_files(spec)
+    except UrbanReprError:
+        return False
+    return True
+
+
 def ensure_modality_tables(spec, resolution: int) -> list[str]:
     """Build, as nested runs, every modality the area has sources for when it has no table at ``resolution``
     yet, and rebuild those whose newest table was built from other source files than the area names now.
@@ -119,7 +130,9 @@ def ensure_modality_tables(spec, resolution: int) -> list[str]:
     from urbanrepml.tracking.tables import list_table_modalities
 
     names = sorted(MODALITIES)
-    if list_table_modalities(spec.name, resolution):
+    # Only tables of modalities built from the area's own files count (not e.g. `location`, built on request).
+    from_files = [m for m in list_table_modalities(spec.name, resolution) if m in MODALITIES and _has_sources(m, spec)]
+    if from_files:
         stale = stale_modalities(spec.name, resolution, current_sources_digests(spec))
         for name, run_id in sorted(stale.items()):
             print(f"fuse: rebuilding modality {name}: its newest table (run {run_id}) was built from other source "

@@ -1,0 +1,1 @@
+"""Fixtures of the location-encoder task tests: none of their own yet."""
