@@ -211,6 +211,10 @@ def _ddp_rank(rank: int, world: int, port: int, out: str) -> None:
         result = trainer.fit(BufferingHooks())
         torch.save({"weights": trainer.model.state_dict(), "output": result.output, "history": _no_time(result.history)},
                    f"{out}/rank{rank}.pt")
+        # Drain gloo's work queue before the DDP reducer (the group's last owner) is freed at return: freeing it joins
+        # gloo's thread while holding the GIL, and a finished all-reduce that thread has not destroyed yet needs the
+        # GIL -> a deadlock seen under load (the suite hung here for 600 s).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
