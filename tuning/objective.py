@@ -35,8 +35,8 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from urbanrepml.errors import UrbanReprError
 from tuning.space import DEFAULT_MAX_EPOCHS, SearchSpace, parse_models
+from urbanrepml.errors import UrbanReprError
 
 
 class PruningHooks:
@@ -179,7 +179,8 @@ class FusionObjective:
             checkpoint_every=10 ** 6, cone_root_resolution=self.cone_root_resolution,
             cone_batch=cfg.get("cone.batch", 8),
         )
-        mlflow.log_params({"train.hidden_dims": ",".join(map(str, tc.hidden_dims)), "train.resolutions": ",".join(map(str, tc.resolutions))})
+        mlflow.log_params({"train.hidden_dims": ",".join(map(str, tc.hidden_dims)),
+                           "train.resolutions": ",".join(map(str, tc.resolutions))})
         hooks = PruningHooks(trial)
         try:
             result = train(self.inputs.x, self.inputs.cells, tc, hooks=hooks, cache_dir=cache_dir() / "cones", progress=False)
@@ -192,8 +193,8 @@ class FusionObjective:
         import mlflow
 
         from urbanrepml.constants import FUSED
-        from urbanrepml.tasks.fusion.inputs import fused_table
         from urbanrepml.tables import write_table
+        from urbanrepml.tasks.fusion.inputs import fused_table
         from urbanrepml.tracking import log_embedding_table
 
         self.setup()
@@ -217,11 +218,11 @@ class FusionObjective:
         """Log the best trial's embeddings as a pyfunc model (with baselines) on its run; register; alias candidate."""
         import mlflow
 
+        from urbanrepml.constants import registered_model_name
+        from urbanrepml.tables import read_table
         from urbanrepml.tasks.fusion.baselines import baseline_tables
         from urbanrepml.tracking.fusion import log_baselines
-        from urbanrepml.tables import read_table
         from urbanrepml.tracking.pyfunc import log_embedding_model
-        from urbanrepml.constants import registered_model_name
         from urbanrepml.tracking.registry import register_embeddings
         from urbanrepml.tracking.tables import table_artifact_path
 

@@ -46,7 +46,8 @@ def test_deterministic_and_order_independent(poa_ids, tmp_path):
 
 
 def test_fewer_blocks_than_folds_says_how_many(poa_ids):
-    with pytest.raises(UrbanReprError, match=r"only 3 spatial block\(s\) at block_resolution 4 .* fewer than folds=5; use a finer block_resolution \(e.g. 5\)"):
+    with pytest.raises(UrbanReprError, match=r"only 3 spatial block\(s\) at block_resolution 4 .* fewer than folds=5; "
+                                             r"use a finer block_resolution \(e.g. 5\)"):
         make_folds(poa_ids, "spatial", block_resolution=4, k=5)
 
 

@@ -21,15 +21,15 @@ The fused embedding is ``z_0``: the finest-resolution output, of width
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from urbanrepml.models.hierarchy import Hierarchy
-from urbanrepml.models.registry import Choice, FloatRange, IntRange, ModelSpec, register_model
 from urbanrepml.models.layers import GCNBlock, broadcast, mean_pool
+from urbanrepml.models.registry import Choice, FloatRange, IntRange, ModelSpec, register_model
 
 
 @dataclass
@@ -89,7 +89,7 @@ class FullAreaUNet(nn.Module):
             h = self.dec[l](h, hierarchy.graphs[l])
             decoded.append(h)
         decoded.reverse()
-        embeddings = [head(d) for head, d in zip(self.out, decoded)]
+        embeddings = [head(d) for head, d in zip(self.out, decoded, strict=False)]
         return UNetOutput(embeddings, self.recon(embeddings[0]))
 
 

@@ -23,18 +23,17 @@ import math
 import os
 from dataclasses import dataclass
 
-
 from urbanrepml.areas import build_area, parse_resolutions
 from urbanrepml.config import DEFAULT_STUDY_AREA, load_study_area
 from urbanrepml.constants import FUSED
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.models.registry import list_models
-from urbanrepml.tasks.fusion import FAMILY
-from urbanrepml.tasks.fusion.train import FUSE_DEFAULTS, LEARNED_MODELS, TrainConfig, fusion_train_config
 from urbanrepml.params import param, same_value
 from urbanrepml.paths import cache_dir
 from urbanrepml.stages.base import Stage
+from urbanrepml.tasks.fusion import FAMILY
 from urbanrepml.tasks.fusion.baselines import WEIGHTINGS
+from urbanrepml.tasks.fusion.train import FUSE_DEFAULTS, LEARNED_MODELS, TrainConfig, fusion_train_config
 
 MODELS = tuple(list_models(FAMILY))
 
@@ -117,8 +116,11 @@ def _has_sources(name: str, spec) -> bool:
 
 
 def ensure_modality_tables(spec, resolution: int) -> list[str]:
-    """Build, as nested runs, every modality the area has sources for when it has no table at ``resolution``
-    yet, and rebuild those whose newest table was built from other source files than the area names now.
+    """Build the area's modality tables as nested runs: all when none exists, else the stale ones.
+
+    Every modality the area has sources for is built when the area has no table (of a modality built
+    from its files) at ``resolution`` yet; otherwise those whose newest table was built from other
+    source files than the area names now are rebuilt.
 
     Modalities without sources (e.g. aerial without imagery) are skipped with a line
     saying so; a source that fails (corrupt file, no overlap) fails the whole stage.
@@ -238,14 +240,14 @@ def _worker(p: Params, spec, cfg: TrainConfig) -> None:
 def _rank0(p: Params, spec, cfg: TrainConfig | None, world: int):
     import mlflow
 
-    from urbanrepml.tasks.fusion.baselines import baseline_tables
-    from urbanrepml.tasks.fusion.inputs import fused_table
-    from urbanrepml.tracking.fusion import log_baselines, log_fusion_inputs
-    from urbanrepml.tasks.fusion.train import train
     from urbanrepml.stages.modality import table_path
     from urbanrepml.tables import publish_on_success
+    from urbanrepml.tasks.fusion.baselines import baseline_tables
+    from urbanrepml.tasks.fusion.inputs import fused_table
+    from urbanrepml.tasks.fusion.train import train
     from urbanrepml.tracking import configure_tracking, log_embedding_table, tag
     from urbanrepml.tracking.checkpoints import MlflowTrainHooks, fuse_run, load_latest_checkpoint, resume_checks
+    from urbanrepml.tracking.fusion import log_baselines, log_fusion_inputs
     from urbanrepml.tracking.pyfunc import log_embedding_model
     from urbanrepml.tracking.registry import register_embeddings
 

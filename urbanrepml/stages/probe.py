@@ -101,7 +101,8 @@ def _baseline_features(inp: ProbeInput, spec, area) -> tuple[dict[str, pd.DataFr
             for name, t in tables.items():
                 _check_area(t, study_area, f"baseline {name} of run {inp.source_run_id}")
                 if t.meta.resolution != res:
-                    raise UrbanReprError(f"baseline {name} of run {inp.source_run_id} is at resolution {t.meta.resolution}, the model at {res}")
+                    raise UrbanReprError(f"baseline {name} of run {inp.source_run_id} is at resolution "
+                                         f"{t.meta.resolution}, the model at {res}")
             return {k: t.frame for k, t in tables.items()}, f"baselines from run {inp.source_run_id}"
     else:
         fallback = ""
@@ -163,7 +164,8 @@ def run_probe_stage(
     emb = inp.table.frame
     outside = ~np.isin(h3ops.parse_cells(emb.index), area.cells(res))
     if outside.any():
-        raise UrbanReprError(f"{inp.uri}: {int(outside.sum())} cell(s) lie outside study area {spec.name!r}, e.g. {list(emb.index[outside][:3])}")
+        raise UrbanReprError(f"{inp.uri}: {int(outside.sum())} cell(s) lie outside study area {spec.name!r}, "
+                             f"e.g. {list(emb.index[outside][:3])}")
     targets = load_targets(spec, res, area=area)
     baselines, baseline_note = _baseline_features(inp, spec, area)
 
@@ -173,7 +175,8 @@ def run_probe_stage(
         cells = cells.intersection(frame.index)
     cells = cells.sort_values()
     if len(cells) == 0:
-        raise UrbanReprError(f"no cell has both a target value and an embedding ({len(emb)} embedded cells, {len(targets.frame)} target cells)")
+        raise UrbanReprError(f"no cell has both a target value and an embedding ({len(emb)} embedded cells, "
+                             f"{len(targets.frame)} target cells)")
     y = targets.frame.loc[cells]
     flat = constant_targets(y)
     if flat:
@@ -269,10 +272,12 @@ def run_probe_stage(
             record_probe(inp.model_version, record, run.info.run_id, fold.digest, prefix=probe_prefix(probe))
             recorded = f"; recorded on {inp.model_version[0]} version {inp.model_version[1]}"
 
-        lines = [inp.note, baseline_note, f"{len(cells)} cells probed of {n_area} in the area; folds {fold.digest[:12]} ({fold.n_blocks} blocks)"]
+        lines = [inp.note, baseline_note,
+                 f"{len(cells)} cells probed of {n_area} in the area; folds {fold.digest[:12]} ({fold.n_blocks} blocks)"]
         width = max(len(n) for n in results)
         for name, result in results.items():
-            lines.append(f"{name:<{width}}  mean R² {result.mean_r2:.3f}  " + "  ".join(f"{t} {m['r2']:.3f}" for t, m in result.metrics.items()))
+            per_target = "  ".join(f"{t} {m['r2']:.3f}" for t, m in result.metrics.items())
+            lines.append(f"{name:<{width}}  mean R² {result.mean_r2:.3f}  {per_target}")
         lines.append(f"run {run.info.run_id}{recorded}")
         mlflow.set_tag("mlflow.note.content", "\n".join(lines))
         print("\n".join(lines))

@@ -18,8 +18,8 @@ on the contract layer.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import mlflow
 import numpy as np

@@ -80,9 +80,12 @@ def _gain(metric: str, a: float, b: float) -> float:
 
 def has_probe_record(mv, probe: str = "ridge", block_resolution: int = 7, folds: int = 5, seed: int = 0,
                      targets_digest: str | None = None) -> bool:
-    """Whether ``mv`` holds a probe record made with these settings (spatial folds, same block resolution,
-    fold count and fold seed, and - when ``targets_digest`` is given - the same target files). A record
-    without the settings (an older one) does not count: it is re-probed."""
+    """Whether ``mv`` holds a probe record made with these settings.
+
+    The settings are spatial folds, the same block resolution, fold count and fold seed, and - when
+    ``targets_digest`` is given - the same target files. A record without the settings (an older one)
+    does not count: it is re-probed.
+    """
     prefix = probe_prefix(probe)
     t = mv.tags
     if not (t.get(f"{prefix}run_id") and t.get(f"{prefix}folds_digest") and t.get(f"{prefix}mean_r2")):

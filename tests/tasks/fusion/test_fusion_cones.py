@@ -24,7 +24,7 @@ def test_cones_membership_and_batches():
     assert np.array_equal(cell_levels(cells, [9, 8, 7], with_edges=False).cells[2], levels.cells[2])
     roots = h3ops.cells_to_str(cones.roots)
     assert cones.n_cones == 19
-    for level, res in enumerate((9, 8, 7)):
+    for level, _res in enumerate((9, 8, 7)):
         strs = h3ops.cells_to_str(levels.cells[level])
         cover = np.zeros(len(strs), dtype=int)
         for c in range(cones.n_cones):
@@ -48,8 +48,8 @@ def test_cones_membership_and_batches():
     ei = hier.graphs[0].mat.to_sparse_coo().indices().numpy()
     off = ei[0] != ei[1]
     src, dst = g0[ei[0][off]], g0[ei[1][off]]
-    glob = set(zip(*levels.edges[0]))
-    assert all((s, d) in glob for s, d in zip(src[:500], dst[:500]))
+    glob = set(zip(*levels.edges[0], strict=False))
+    assert all((s, d) in glob for s, d in zip(src[:500], dst[:500], strict=False))
     n0 = np.cumsum(cones.sizes(0)[[3, 0, 11]])
     cone_of = np.searchsorted(n0, np.arange(len(g0)), side="right")
     assert (cone_of[ei[0][off]] == cone_of[ei[1][off]]).all()
@@ -65,7 +65,7 @@ def test_cone_build_is_vectorised_and_cached(tmp_path):
     assert time.perf_counter() - start < 2.0
     again = build_cones(levels, 6, 1, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("cones-*.npz"))) == 1
-    assert all(np.array_equal(a, b) for a, b in zip(cones.start, again.start))
+    assert all(np.array_equal(a, b) for a, b in zip(cones.start, again.start, strict=False))
 
 
 def test_spatial_split_holds_out_whole_blocks():

@@ -10,9 +10,8 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from tests.support.processes import REPO, clean_env
 from tests.support.mlflow_server import mlflow_server
-from tests.support.processes import fuse_command
+from tests.support.processes import REPO, clean_env, fuse_command
 
 HOUR_MS = 3_600_000
 

@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
 WEIGHTINGS = ("exponential", "logarithmic", "linear", "flat")
 
 
-def concat_baseline(inputs: "FusionInputs") -> np.ndarray:
+def concat_baseline(inputs: FusionInputs) -> np.ndarray:
     """The concat baseline: ``inputs.x`` (z-scored blocks side by side + ``has_<modality>`` indicators)."""
     return np.asarray(inputs.x, dtype=np.float32)
 
@@ -118,7 +118,7 @@ def ring_operator(edge_index: np.ndarray, n: int, k: int = 2, weighting: str = "
     weight /= weight.sum(axis=1, keepdims=True)  # ring 0 is never empty, so the sum is > 0
     scale = np.where(active, weight / np.maximum(counts, 1), 0.0)
     op = sp.csr_matrix((n, n), dtype=np.float64)
-    for ring, s in zip(rings, scale.T):
+    for ring, s in zip(rings, scale.T, strict=False):
         op = op + sp.diags(s) @ ring.astype(np.float64)
     return op.tocsr()
 
@@ -134,7 +134,7 @@ def ring_baseline(x: np.ndarray, edge_index: np.ndarray, n: int | None = None, k
     return np.asarray(op @ x.astype(np.float64), dtype=np.float32)
 
 
-def _baseline_table(values: np.ndarray, inputs: "FusionInputs", prefix: str, run_id: str | None, extra: dict) -> EmbeddingTable:
+def _baseline_table(values: np.ndarray, inputs: FusionInputs, prefix: str, run_id: str | None, extra: dict) -> EmbeddingTable:
     frame, _ = to_embedding_frame(values, inputs.region_ids, prefix)
     meta = TableMeta(
         modality=f"baseline_{prefix}", resolution=inputs.resolution, study_area=inputs.study_area, prefix=prefix,
@@ -143,7 +143,7 @@ def _baseline_table(values: np.ndarray, inputs: "FusionInputs", prefix: str, run
     return EmbeddingTable(frame, meta)
 
 
-def baseline_tables(inputs: "FusionInputs", area: "Area", ring_k: int = 2, ring_weighting: str = "exponential",
+def baseline_tables(inputs: FusionInputs, area: Area, ring_k: int = 2, ring_weighting: str = "exponential",
                     run_id: str | None = None) -> dict[str, EmbeddingTable]:
     """Concat and ring baselines of ``inputs`` as contract tables (producer ``run_id``), in memory."""
     ring = ring_baseline(inputs.x, inputs.edge_index(area), inputs.n_cells, ring_k, ring_weighting)

@@ -16,9 +16,9 @@ reconstruction and batch-averaged consistency over cones.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch

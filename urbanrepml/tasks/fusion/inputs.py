@@ -38,17 +38,16 @@ No MLflow here: :mod:`urbanrepml.tracking.fusion` logs inputs and finds tables i
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from urbanrepml.areas import Area, build_area
-from urbanrepml.areas import h3ops
-from urbanrepml.constants import FUSED, REGION_ID
+from urbanrepml.areas import Area, build_area, h3ops
 from urbanrepml.config import load_study_area
+from urbanrepml.constants import FUSED, REGION_ID
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.tables import EmbeddingTable, TableMeta, file_digest, read_table, to_embedding_frame
 
@@ -86,7 +85,7 @@ class FusionInputs:
 
     @property
     def digests(self) -> dict[str, str]:
-        """modality -> SHA-256 of its table file (for ``TableMeta.input_digests``)."""
+        """Modality -> SHA-256 of its table file (for ``TableMeta.input_digests``)."""
         return {m: s["sha256"] for m, s in self.sources.items()}
 
     def edge_index(self, area: Area) -> np.ndarray:

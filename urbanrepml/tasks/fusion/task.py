@@ -57,7 +57,7 @@ class FusionTask:
     monitor = "val_loss"
     mode = "min"
 
-    def __init__(self, x: np.ndarray, cells: np.ndarray, cfg: "TrainConfig", *, cache_dir: str | Path | None = None):
+    def __init__(self, x: np.ndarray, cells: np.ndarray, cfg: TrainConfig, *, cache_dir: str | Path | None = None):
         if x.shape[0] != len(cells):
             raise UrbanReprError(f"inputs have {x.shape[0]} rows but {len(cells)} cells")
         if not np.isfinite(x).all():

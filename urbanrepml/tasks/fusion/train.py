@@ -19,11 +19,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from urbanrepml.errors import UrbanReprError
+from urbanrepml.models.registry import list_models, model_spec  # noqa: E402 - after the registering imports
 from urbanrepml.tasks.fusion.split import spatial_split
 from urbanrepml.tasks.fusion.task import FusionTask
 from urbanrepml.training import Hooks, LoopConfig, Trainer, TrainHooks
-
-from urbanrepml.models.registry import list_models, model_spec  # noqa: E402 - after the registering imports
 
 # Fusion models with a network to train (the others are closed-form baselines).
 LEARNED_MODELS = tuple(m for m in list_models("fusion") if model_spec(m).build is not None)
