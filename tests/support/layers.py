@@ -2,7 +2,7 @@
 
 Layers, bottom to top (a module may import its own layer and the layers below)::
 
-    contract    urbanrepml.{constants,errors,paths,params,redact,cells,datasets,config,tables}
+    contract    urbanrepml.{constants,errors,paths,params,redact,cells,geodesy,images,datasets,config,tables}
     areas       pure H3
     sources     readers
     models      nn.Modules

@@ -143,7 +143,7 @@ def log_locenc_model(service_path: str | Path, meta: dict, bank_ids=None, k: int
             input_example=pd.DataFrame({"lat": [float(meta.get("example_lat", 0.0))],
                                         "lon": [float(meta.get("example_lon", 0.0))]}),
             pip_requirements=_pip_requirements(),
-            metadata={"urbanrepml": summary},
+            metadata={"urbanrepml": {"family": "locenc", **summary}},
         )
 
 

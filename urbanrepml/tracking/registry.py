@@ -94,6 +94,24 @@ def _find_logged_model(client: MlflowClient, run_id: str, artifact_path: str):
     return models[0] if models else None
 
 
+def finished_run_model(client: MlflowClient, run_id: str, artifact_path: str):
+    """The LoggedModel FINISHED run ``run_id`` logged under ``artifact_path``; one clear error otherwise.
+
+    Only a finished run is registered: a failed, killed or still running run gets no registry version.
+    """
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise UrbanReprError(f"run {run_id!r} not found in the tracking store; nothing registered") from None
+    status = client.get_run(run_id).info.status
+    if status != "FINISHED":
+        raise UrbanReprError(f"run {run_id} is {status}, not FINISHED; only a finished run is registered")
+    logged = _find_logged_model(client, run_id, artifact_path)
+    if logged is None:
+        raise UrbanReprError(f"run {run_id} has no model named {artifact_path!r}; nothing registered")
+    return logged
+
+
 def register_embeddings(
     run_id: str,
     study_area: str,
@@ -107,17 +125,7 @@ def register_embeddings(
     not FINISHED (failed, killed, or still running), or the embeddings belong to another study area.
     """
     client = MlflowClient()
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        raise UrbanReprError(f"run {run_id!r} not found in the tracking store; nothing registered") from None
-    if run.info.status != "FINISHED":
-        raise UrbanReprError(f"run {run_id} is {run.info.status}, not FINISHED; only a finished run is registered")
-    logged = _find_logged_model(client, run_id, artifact_path)
-    if logged is None:
-        raise UrbanReprError(
-            f"run {run_id} has no model named {artifact_path!r}; log one with urbanrepml.tracking.pyfunc.log_embedding_model"
-        )
+    logged = finished_run_model(client, run_id, artifact_path)
     source_uri = f"models:/{logged.model_id}"
     info = mlflow.models.get_model_info(source_uri)
     meta = (info.metadata or {}).get("urbanrepml", {})
