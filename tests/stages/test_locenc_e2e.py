@@ -263,4 +263,4 @@ def test_bad_input_from_the_command_line(tracking, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "out of range" in lines[0]
     proc = subprocess.run([sys.executable, "-m", "urbanrepml", "locenc_embed", "--study_area", area],
                           capture_output=True, text=True, cwd=tmp_path, env=clean_env(PYTHONPATH=str(REPO)), timeout=300)
-    assert proc.returncode == 2 and "no registered location encoder" in proc.stderr
+    assert proc.returncode == 2 and "no registered model 'urbanrepml-locenc-" in proc.stderr

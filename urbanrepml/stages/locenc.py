@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from urbanrepml.config import DEFAULT_STUDY_AREA, load_study_area
+from urbanrepml.constants import image_scope
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.models.location import TRAINABLE
 from urbanrepml.models.location.networks import NETWORKS
@@ -64,6 +65,10 @@ class Params:
     input: str | None = param(None, "records: empty = the area's modality tables; a table .parquet, modality=path,...; "
                                     "or a .csv of dim_* columns + WKT geometry POINTs")
     crs: str = param("EPSG:4326", "CRS of a CSV's geometry column (reprojected to EPSG:4326)")
+    images: str | None = param(None, "records: an image index (name or index parquet) with embed_images embeddings; "
+                                     "the encoder is then registered under the index's dataset name")
+    image_encoder: str = param("efficientnet_lite0", "images: the encoder whose embeddings are the records")
+    image_splits: str = param("train", "images: the index splits whose images are records (comma-separated, or all)")
     resolution: int = param(9, "H3 resolution of the modality tables and of the per-cell location table")
     encoder: str = param("rff", "location encoder family", choices=TRAINABLE)
     legendre_polys: int = param(10, "sh_siren: spherical-harmonic degrees L (L^2 features)")
@@ -138,9 +143,11 @@ class Records:
     """The training records and where they came from."""
 
     data: object  # LocatedEmbeddings
-    kind: str  # store | tables | csv
+    kind: str  # store | tables | csv | images
     inputs: object | None = None  # FusionInputs for per-cell tables
     digest: str = ""
+    scope: str | None = None  # images: the index's dataset (the registry scope instead of the study area)
+    source: str | None = None  # the file the records were read from (csv, images)
 
 
 def input_kind(value: str | None) -> str:
@@ -162,16 +169,56 @@ def _records_from_tables(spec, resolution: int, tables, provenance=None) -> Reco
     return Records(data, "tables", inputs, digest)
 
 
+def _records_from_images(images: str, encoder: str, splits: str) -> Records:
+    """The embed_images embeddings of an image index's images in ``splits``, at the images' coordinates."""
+    from urbanrepml.images import read_embeddings, read_index
+    from urbanrepml.stages.embed_images import resolve_index
+    from urbanrepml.tables import file_digest
+    from urbanrepml.tasks.location.data import LocatedEmbeddings
+
+    index_file = resolve_index(images)
+    index = read_index(index_file, check_files=False)
+    name = index.meta.dataset
+    path = index_file.parent / f"embeddings_{encoder}.parquet"
+    if not path.is_file():
+        raise UrbanReprError(f"no {encoder} embeddings of image index {name!r} ({path}); compute them first with "
+                             f"`python -m urbanrepml embed_images --dataset {images} --encoder {encoder}`")
+    frame = index.frame
+    wanted = [s.strip() for s in splits.split(",") if s.strip()]
+    if wanted != ["all"]:
+        unknown = sorted(set(wanted) - {"train", "val", "test"})
+        if unknown or not wanted:
+            raise UrbanReprError(f"parameter image_splits: {splits!r}; give train, val, test (comma-separated) or all")
+        frame = frame[frame["split"].isin(wanted)]
+        if frame.empty:
+            raise UrbanReprError(f"image index {name!r} has no image in split(s) {', '.join(wanted)}; build it with a split "
+                                 "(`images --split time|blocks|group`) or pass image_splits=all")
+    emb = read_embeddings(path).frame
+    missing = frame.index.difference(emb.index)
+    if len(missing):
+        raise UrbanReprError(f"{path}: no embedding for {len(missing)} image(s) of the index, e.g. {list(missing[:3])}; "
+                             "embed the current index again")
+    x = emb.loc[frame.index].to_numpy(dtype=np.float64)
+    data = LocatedEmbeddings(frame.index.to_numpy(dtype=object), frame["lat"].to_numpy(), frame["lon"].to_numpy(), x,
+                             "points", f"{path.name} of image index {name!r} ({', '.join(wanted)})", list(emb.columns))
+    digest = hashlib.sha256(f"{file_digest(path)}|{','.join(sorted(wanted))}".encode()).hexdigest()
+    return Records(data, "images", None, digest, scope=name, source=str(path))
+
+
 def read_records(p: Params, spec) -> Records | None:
     """Records named by a file (read and checked before any run); ``None`` for the store's tables."""
     from urbanrepml.tables import file_digest
     from urbanrepml.tasks.fusion.inputs import parse_tables_param
     from urbanrepml.tasks.location.data import read_points_csv
 
+    if p.images:
+        if p.input:
+            raise UrbanReprError("give either input or images, not both")
+        return _records_from_images(p.images, p.image_encoder, p.image_splits)
     kind = input_kind(p.input)
     if kind == "csv":
         data = read_points_csv(p.input, p.crs)
-        return Records(data, "csv", None, file_digest(p.input))
+        return Records(data, "csv", None, file_digest(p.input), source=str(p.input))
     if kind == "tables":
         return _records_from_tables(spec, p.resolution, parse_tables_param(p.input))
     return None
@@ -205,7 +252,7 @@ def log_records(records: Records, p: Params) -> None:
     if records.inputs is not None:
         log_fusion_inputs(records.inputs, context="locenc_input")
     else:
-        log_source_files({Path(p.input).name: p.input}, context="locenc_input")
+        log_source_files({Path(records.source).name: records.source}, context="locenc_input")
     d = records.data
     mlflow.log_params({"records.kind": records.kind, "records.n": d.n, "records.dim": d.dim,
                        "records.digest": records.digest[:16]})
@@ -393,7 +440,7 @@ def log_map(model, bounds, data, title: str, size: int) -> dict:
     return {f"map_pc{i + 1}_share": float(s) for i, s in enumerate(share)}
 
 
-def log_model(result, service, records: Records, spec, p: Params, run_id: str) -> None:
+def log_model(result, service, records: Records, scope: str, p: Params, run_id: str) -> None:
     """``model/locenc.pt`` (the checkpoint) and the pyfunc ``locenc_model`` (scripted encoder + bank)."""
     import mlflow
     import torch
@@ -412,7 +459,7 @@ def log_model(result, service, records: Records, spec, p: Params, run_id: str) -
             torch.jit.script(service).save(str(service_path))
         d = records.data
         lat0, lon0 = (result.task.bounds[0] + result.task.bounds[1]) / 2, (result.task.bounds[2] + result.task.bounds[3]) / 2
-        meta = {"study_area": spec.name, "encoder": cfg.encoder, "dim": int(result.model.out_dim), "bank_dim": int(d.dim),
+        meta = {"study_area": scope, "encoder": cfg.encoder, "dim": int(result.model.out_dim), "bank_dim": int(d.dim),
                 "bank_records": int(d.n), "bank_kind": records.kind, "producer_run_id": run_id,
                 "bounds": list(result.task.bounds), "example_lat": lat0, "example_lon": lon0}
         log_locenc_model(service_path, meta, bank_ids=list(d.ids), k=p.k)
@@ -448,9 +495,13 @@ def run_locenc_stage(p: Params):
     records = read_records(p, spec)  # a bad file fails before any run exists
     if records is not None:
         check_k(p.k, records.data.n)
-    tags = {"model": cfg.encoder, "resolution": p.resolution, "input": input_kind(p.input), "family": "locenc"}
+    kind = records.kind if records is not None else input_kind(p.input)
+    tags = {"model": cfg.encoder, "resolution": p.resolution, "input": kind, "family": "locenc"}
+    # Image records are scoped by their dataset (runs in urbanrepml-images-<name>, model urbanrepml-locenc-<name>).
+    scope = records.scope if records is not None and records.scope else spec.name
+    run_scope = image_scope(scope) if kind == "images" else spec.name
     lines: list[str] = []
-    with stage_run("locenc", spec.name, tags=tags, run_name=f"locenc-{cfg.encoder}") as run:
+    with stage_run("locenc", run_scope, tags=tags, run_name=f"locenc-{cfg.encoder}") as run:
         run_id = run.info.run_id
         start = time.perf_counter()
         log_new_params({k: ("" if v is None else v) for k, v in p.__dict__.items()})
@@ -485,26 +536,29 @@ def run_locenc_stage(p: Params):
         service = service_from_model(result.model, bank_x, bank_latlon)
         mlflow.set_tags({SPLIT_TAG: digest, tag("encoder_config"): str({k: v for k, v in result.encoder_config.items()
                                                                           if k != "bounds"})})
-        metrics.update(evaluate_cells(result, service, records, spec, p, run_id, lines))
+        if kind == "images":
+            lines.append("no per-cell tables: the records are images (probes need a study area's cell tables)")
+        else:
+            metrics.update(evaluate_cells(result, service, records, spec, p, run_id, lines))
         metrics.update(log_map(result.model, result.task.bounds, data,
-                               f"{spec.name}: {cfg.encoder} location embeddings, PCA -> RGB", p.map_size))
-        log_model(result, service, records, spec, p, run_id)
+                               f"{scope}: {cfg.encoder} location embeddings, PCA -> RGB", p.map_size))
+        log_model(result, service, records, scope, p, run_id)
         metrics["seconds"] = time.perf_counter() - start
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))})
-        summary = _summary(spec.name, cfg, result, metrics)
+        summary = _summary(scope, cfg, result, metrics)
         mlflow.set_tag("mlflow.note.content", "\n".join([summary, *lines]))
         print("\n".join([summary, *lines]))
     version = None
     if p.register:  # only once the run has ended FINISHED: a failed run never gets a registry version
         version_tags = {METRIC_TAG: f"{float(result.fit.best_value):.6g}", SPLIT_TAG: digest, tag("encoder"): cfg.encoder,
-                        tag("study_area"): spec.name}
+                        tag("study_area"): scope}
         for key in ("probe_mean_r2", "rag_probe_mean_r2", "geoclip_probe_mean_r2"):
             if key in metrics:
                 version_tags[tag(f"locenc.{key}")] = f"{metrics[key]:.6g}"
-        version = register_locenc(run_id, spec.name, tags=version_tags)
+        version = register_locenc(run_id, scope, tags=version_tags)
         decision = promote_locenc(version, p.min_gain)
         mlflow.MlflowClient().set_tag(run_id, tag("registered_version"), str(version.version))
-        print(f"locenc: registered {locenc_model_name(spec.name)} version {version.version} (alias candidate); {decision.reason}")
+        print(f"locenc: registered {locenc_model_name(scope)} version {version.version} (alias candidate); {decision.reason}")
     return metrics, version
 
 
