@@ -93,7 +93,7 @@ def _synthetic(cells: np.ndarray, d: int = 8, seed: int = 0) -> np.ndarray:
 def test_loss_decreases_and_runs_are_deterministic(model):
     cells = _cells(9, k=1)
     x = _synthetic(cells)
-    cfg = dict(model=model, hidden_dims=(16, 16, 16), epochs=12, lr=1e-2, checkpoint_every=100,
+    cfg = dict(model=model, resolutions=(9, 8, 7), hidden_dims=(16, 16, 16), epochs=12, lr=1e-2, checkpoint_every=100,
                cone_root_resolution=6, cone_batch=3, dropout=0.1)
     a = train(x, cells, TrainConfig(**cfg), progress=False)
     b = train(x, cells, TrainConfig(**cfg), progress=False)
