@@ -193,7 +193,7 @@ def test_discovery_and_logging_in_real_store(tracking, tmp_path, data_dir, study
     assert find_modality_tables(name, 9, ["raster"]).keys() == {"raster"}
 
     tables, provenance = store_tables(name, 9)
-    inputs = load_fusion_inputs(toml, 9, tables, area=area, provenance=provenance)
+    inputs = load_fusion_inputs(toml, 9, tables, area=area, provenance=provenance, join="inner")
     assert inputs.n_cells == 14 and list(inputs.region_ids) == list(ids[2:])
     assert inputs.coverage["poi"] == pytest.approx(6 / 14)
     assert inputs.sources["poi"]["run_id"] == poi_run
