@@ -34,8 +34,8 @@ CANDIDATES: dict[str, dict] = {
     "members1": {"members": 1},
     "unet3": {"resolutions": "7,8,9", "hidden_dims": "64,128,256", "members": 1},
     "visible": {"visible_weight": 0.1},
+    "lr003": {"lr": 0.003},
     "lr005": {"lr": 0.005},
-    "lr01": {"lr": 0.01},
     "epochs300": {"epochs": 300},
 }
 

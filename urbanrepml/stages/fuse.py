@@ -54,7 +54,7 @@ class Params:
     hidden_dims: str = param("128", "U-Net width per level, finest first (one width: every level)")
     convs_per_level: int = param(2, "GCN layers per level and direction")
     dropout: float = param(0.1, "dropout rate")
-    lr: float = param(3e-3, "peak learning rate (AdamW, warmup + cosine)")
+    lr: float = param(0.01, "peak learning rate (AdamW, warmup + cosine)")
     epochs: int = param(200, "maximum epochs")
     consistency_weight: float = param(0.5, "weight of the cross-resolution consistency loss")
     cone_root_resolution: int = param(6, "cone_unet: resolution of the cone roots")

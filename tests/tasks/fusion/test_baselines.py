@@ -149,7 +149,7 @@ def test_log_and_load_baselines(tracking, tmp_path, study_area_toml):
     assert concat.meta.modality == "baseline_concat" and ring.meta.modality == "baseline_ring"
     assert concat.meta.producer_run_id == run_id and concat.meta.study_area == name and ring.meta.resolution == 9
     assert concat.meta.input_digests == inputs.digests and ring.meta.extra == {"ring_k": "1", "ring_weighting": "flat"}
-    assert list(concat.frame.columns) == ["concat_0", "concat_1", "concat_2"]
+    assert list(concat.frame.columns) == [f"concat_{i}" for i in range(inputs.x.shape[1])]
     assert concat.frame.index.equals(inputs.region_ids) and ring.frame.index.equals(inputs.region_ids)
     np.testing.assert_array_equal(concat.frame.to_numpy(), inputs.x)
     expected = ring_baseline(inputs.x, inputs.edge_index(area), inputs.n_cells, 1, "flat")

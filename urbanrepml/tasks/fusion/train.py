@@ -51,7 +51,7 @@ class TrainConfig:
     convs_per_level: int = 2
     dropout: float = 0.1
     embedding_dim: int | None = None
-    lr: float = 3e-3
+    lr: float = 1e-2
     weight_decay: float = 0.01
     epochs: int = 200
     warmup_epochs: int | None = None
