@@ -357,7 +357,7 @@ def scaled_quarter(scale: float) -> tuple[float, float, float, float]:
 def bench_reference(workdir: Path, epochs: int, device: str | None, repeats: int = 3, warmup: int = 1,
                     scale: float = 1.0, json_path: str | None = None) -> None:
     """(a) ours, ours with the masked objective, and the reference, through the shared harness."""
-    toml = _write_toml(workdir, "nl_quarter" if scale == 1 else f"nl_quarter_{scale:g}", scaled_quarter(scale))
+    toml = _write_toml(workdir, "nl_quarter" if scale == 1 else f"nl_quarter_{round(scale * 1000)}", scaled_quarter(scale))
     base = {"workdir": str(workdir), "toml": str(toml), "epochs": max(2, epochs), "device": device, "harness": True,
             "threads": THREADS, "dims": [64, 128, 256], "convs": 10}
     env = {"URBANREPML_DATA_DIR": str(workdir / "data")}
