@@ -7,12 +7,23 @@ from bounding-box study-area TOMLs written to a scratch folder; inputs are
 synthetic 64-d features (seeded).
 
     python benchmarks/bench_fusion.py reference     # (a) reference vs ours at the reference configuration, 118K res-9 cells
+                                                    #     (shared harness: warm-up, alternated rounds, medians, ratios)
     python benchmarks/bench_fusion.py fullbox       # (b) default full_unet on the full box (~470K res-9 cells)
     python benchmarks/bench_fusion.py cones         # (c) cone_unet peak memory as the area grows 16x
     python benchmarks/bench_fusion.py all
 
 Options: ``--epochs N`` (default 2; the first epoch is reported separately as warm-up
-when N > 1), ``--workdir DIR`` (scratch, default /tmp/urbanrepml-bench), ``--device``.
+when N > 1), ``--workdir DIR`` (scratch, default /tmp/urbanrepml-bench), ``--device``;
+for (a) also the harness options ``--repeats``, ``--warmup``, ``--json`` and ``--scale``
+(fraction of the reference box's side lengths, default 1).
+
+(a) runs three sides through ``benchmarks/harness.py``, each in a fresh subprocess per
+run (so its peak RSS is its own), in alternated rounds after warm-up runs: ``ours``
+(the reconstruction objective, as the reference trains), ``ours, masked`` (the masked
+prediction objective ``fuse`` trains: masks drawn per step, visibility flags appended,
+hidden entries predicted by the MLP decoder) and ``reference``. A run's seconds are its
+seconds per epoch (the first epoch left out); the report gives medians, spreads and the
+per-round ratios against the reference.
 
 (a) "reference" is a faithful re-implementation of the public reference
 configuration (bert-berkers/UrbanRepML ``urban_embedding/model.py``: PyG ``GCNConv``
@@ -34,6 +45,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]  # harness, this checkout
+
+import harness  # noqa: E402
 
 NL_BOX = (4.0, 51.3, 6.9, 53.2)
 
@@ -170,6 +185,31 @@ def _run_ours(levels, x, epochs: int, device, dims, convs) -> list[float]:
     return _timed_epochs(epochs, model, opt, lambda: unet_losses(model(x, hier), x, hier).total, device)
 
 
+def _run_ours_masked(levels, x, epochs: int, device, dims, convs) -> list[float]:
+    """Our network with the masked-prediction objective ``fuse`` trains (one member)."""
+    import torch
+
+    from urbanrepml.models.unet import FullAreaUNet, draw_hidden, masked_input, masked_losses
+    from urbanrepml.training.memory import limit_heap_fragmentation
+
+    if os.environ.get("URBANREPML_LOW_MEMORY"):
+        limit_heap_fragmentation()
+    hier = levels.hierarchy().to(device)
+    modalities = 4  # the 64 synthetic columns as 4 modality blocks of 16
+    groups = torch.arange(x.shape[1], device=device) // (x.shape[1] // modalities)
+    present = torch.ones((x.shape[0], modalities), dtype=torch.bool, device=device)
+    rows = torch.ones(x.shape[0], dtype=torch.bool, device=device)
+    model = FullAreaUNet(x.shape[1] + modalities, dims, convs, dropout=0.0, out_dim=x.shape[1]).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+
+    def step_loss():
+        hidden = draw_hidden(x.shape[0], modalities, 0.3, 0.5, device=device)
+        out = model(masked_input(x, hidden, groups), hier)
+        return masked_losses(out, x, hier, hidden, present, groups, rows).total
+
+    return _timed_epochs(epochs, model, opt, step_loss, device)
+
+
 def _timed_epochs(epochs: int, model, opt, step_loss, device) -> list[float]:
     """Seconds of each full-batch epoch: zero grads, ``step_loss()``, backward, clip at 1.0, step."""
     import torch
@@ -271,6 +311,8 @@ def child(spec: dict) -> None:
             torch.cuda.reset_peak_memory_stats()
         if spec["kind"] == "reference":
             times = _run_reference(levels, x, spec["epochs"], device)
+        elif spec["kind"] == "masked":
+            times = _run_ours_masked(levels, x, spec["epochs"], device, spec["dims"], spec["convs"])
         else:
             times = _run_ours(levels, x, spec["epochs"], device, spec["dims"], spec["convs"])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -278,6 +320,12 @@ def child(spec: dict) -> None:
               "rss_before_mb": round(rss_before), "threads": torch.get_num_threads(), **extra}
     if device.type == "cuda":
         result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
+    if spec.get("harness"):
+        harness.emit(harness.Run(_steady(times), peak_rss_mb=peak, info={
+            "cells_res9": result["cells_res9"], "epoch_s": [round(t, 3) for t in times],
+            "rss_before_mb": result["rss_before_mb"], "threads": result["threads"],
+            **({"peak_gpu_mb": result["peak_gpu_mb"]} if "peak_gpu_mb" in result else {})}))
+        return
     print("RESULT " + json.dumps(result))
 
 
@@ -300,27 +348,36 @@ def _steady(times: list[float]) -> float:
     return sum(rest) / len(rest)
 
 
-def bench_reference(workdir: Path, epochs: int, device: str | None, with_allocator_check: bool = True) -> None:
-    toml = _write_toml(workdir, "nl_quarter", quarter_box())
-    base = {"workdir": str(workdir), "toml": str(toml), "epochs": epochs, "device": device}
-    ref = _spawn({**base, "kind": "reference"})
-    ours = _spawn({**base, "kind": "ours", "dims": [64, 128, 256], "convs": 10})
-    rows = [("reference (PyG GCNConv)", ref), ("ours (FullAreaUNet)", ours)]
-    if with_allocator_check:  # the allocator setting alone, on both sides, for transparency
-        rows.append(("ours, URBANREPML_LOW_MEMORY=1",
-                     _spawn({**base, "kind": "ours", "dims": [64, 128, 256], "convs": 10}, URBANREPML_LOW_MEMORY="1")))
-        rows.append(("reference + the same allocator setting", _spawn({**base, "kind": "reference"}, BENCH_MALLOPT_REFERENCE="1")))
+def scaled_quarter(scale: float) -> tuple[float, float, float, float]:
+    """The reference box (south-west quarter of the NL box), its sides scaled by ``scale`` from its south-west corner."""
+    x0, y0, x1, y1 = quarter_box()
+    return (x0, y0, x0 + (x1 - x0) * scale, y0 + (y1 - y0) * scale)
+
+
+def bench_reference(workdir: Path, epochs: int, device: str | None, repeats: int = 3, warmup: int = 1,
+                    scale: float = 1.0, json_path: str | None = None) -> None:
+    """(a) ours, ours with the masked objective, and the reference, through the shared harness."""
+    toml = _write_toml(workdir, "nl_quarter" if scale == 1 else f"nl_quarter_{round(scale * 1000)}", scaled_quarter(scale))
+    base = {"workdir": str(workdir), "toml": str(toml), "epochs": max(2, epochs), "device": device, "harness": True,
+            "threads": THREADS, "dims": [64, 128, 256], "convs": 10}
+    env = {"URBANREPML_DATA_DIR": str(workdir / "data")}
+
+    def side(kind: str):
+        return harness.subprocess_side([sys.executable, __file__, "--child", json.dumps({**base, "kind": kind})], env=env)
+
+    result = harness.compare([harness.Side("ours", side("ours")), harness.Side("ours, masked", side("masked")),
+                              harness.Side("reference", side("reference"))], repeats=repeats, warmup=warmup)
+    first = result.runs("reference")[0].info
     print(f"(a) reference configuration (res 9/8/7, dims 64/128/256, 10 GCN layers per block, full batch), "
-          f"{ref['cells_res9']:,} res-9 cells, {ref['threads']} threads, {epochs} epochs each")
-    for name, r in rows:
-        gpu = f", peak GPU {r['peak_gpu_mb']} MB" if "peak_gpu_mb" in r else ""
-        print(f"  {name:34s} {_steady(r['epoch_s']):7.2f} s/epoch (epochs {[round(t, 2) for t in r['epoch_s']]}), "
-              f"peak RSS {r['peak_rss_mb']} MB (before training {r['rss_before_mb']} MB){gpu}")
-    speed = _steady(ref["epoch_s"]) / _steady(ours["epoch_s"])
-    mem = ours["peak_rss_mb"] / ref["peak_rss_mb"]
-    mem_train = (ours["peak_rss_mb"] - ours["rss_before_mb"]) / max(1, ref["peak_rss_mb"] - ref["rss_before_mb"])
-    print(f"  speed-up {speed:.1f}x (goal >= 3x); memory ours (default)/reference {mem:.2f} of peak RSS, "
-          f"{mem_train:.2f} of the training increment (goal <= 0.5)")
+          f"{first['cells_res9']:,} res-9 cells, {first['threads']} threads, seconds per epoch "
+          f"({base['epochs']} epochs per run, the first left out)")
+    harness.report(result)
+    for name in ("ours", "ours, masked"):
+        speed = result.ratios("reference", name)
+        mem = [o.peak_rss_mb / r.peak_rss_mb for o, r in zip(result.runs(name), result.runs("reference"), strict=False)]
+        print(f"  {name}: speed-up per round {[round(v, 2) for v in speed]}, peak RSS ratio per round "
+              f"{[round(v, 2) for v in mem]} (goals: >= 4x, <= 0.5x)")
+    harness.save(result, json_path)
 
 
 def bench_fullbox(workdir: Path, epochs: int, device: str | None) -> None:
@@ -358,7 +415,9 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/urbanrepml-bench")
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch threads per configuration (default: torch's)")
+    parser.add_argument("--scale", type=float, default=1.0, help="(a): side-length fraction of the reference box")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    harness.add_arguments(parser, repeats=3, warmup=1)
     args = parser.parse_args()
     if args.child:
         child(json.loads(args.child))
@@ -368,7 +427,7 @@ def main() -> None:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if args.which in ("reference", "all"):
-        bench_reference(workdir, args.epochs, args.device)
+        bench_reference(workdir, args.epochs, args.device, args.repeats, args.warmup, args.scale, args.json)
     if args.which in ("fullbox", "all"):
         bench_fullbox(workdir, args.epochs, args.device)
     if args.which in ("cones", "all"):
@@ -376,5 +435,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     main()

@@ -11,7 +11,10 @@ Per study (fixed, stored on the study and checked when it is continued):
 Per trial: :meth:`tuning.space.SearchSpace.suggest` picks a model and its hyperparameters; a U-Net is
 trained with the fusion trainer (:mod:`urbanrepml.tasks.fusion.train`), reporting each epoch's validation
 reconstruction loss (on the trainer's held-out spatial blocks) to Optuna for pruning - as its negative,
-since the study maximises; ``ring`` is computed directly. The score is the probe's out-of-fold mean R².
+since the study maximises; ``ring`` is computed directly. The score uses inner folds only: for each of the
+probe's outer folds, a spatial CV (ridge, the same block resolution) on the cells of the other folds; the
+trial's score is the mean over outer folds of those inner headline mean R² (metrics ``inner_*``), so no
+outer fold's own cells are scored with a model chosen on them.
 The trial's run gets the per-epoch losses, per-target R², and the fused table
 (``tables/fused_res<r>.parquet``) so the best trial can be registered without retraining.
 
@@ -74,6 +77,23 @@ class PruningHooks:
         run_id = mlflow.active_run().info.run_id
         for i in range(0, len(metrics), 900):
             client.log_batch(run_id, metrics=metrics[i:i + 900])
+
+
+class _InnerScore:
+    """Scores of one embedding over the inner CVs of each outer fold's training part."""
+
+    def __init__(self, results):
+        self.results = results
+        self.mean_r2 = float(np.mean([r.mean_r2 for r in results]))
+
+    def flat(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for r in self.results:
+            for key, value in r.flat("inner_").items():
+                if "_fold" not in key:
+                    out[key] = out.get(key, 0.0) + value / len(self.results)
+        out["inner_mean_r2"] = self.mean_r2
+        return out
 
 
 class FusionObjective:
@@ -140,10 +160,23 @@ class FusionObjective:
                 "folds_digest": self.fold.digest, "targets": sorted(self.y.columns)}
 
     def _score(self, values: np.ndarray):
+        """Inner folds only: for each outer fold k, a spatial CV on the other folds' cells; mean over k.
+
+        No outer fold's targets ever score embeddings for that fold's own cells: the tuned score is
+        made of inner splits of training folds, as the probes choose alpha. Returns an object with
+        ``mean_r2`` (mean over k of the headline inner mean) and ``flat()`` (``inner_`` metrics).
+        """
+        from urbanrepml.analysis.folds import make_folds
         from urbanrepml.analysis.probes import cross_validate
 
-        frame = pd.DataFrame(values, index=self.inputs.region_ids)
-        return cross_validate(frame.loc[self.cells], self.y, self.fold, self.probe, counts=self.targets.counts, seed=self.seed)
+        frame = pd.DataFrame(values, index=self.inputs.region_ids).loc[self.cells]
+        per_fold = []
+        for k in range(self.fold.k):
+            train_cells = self.fold.fold.index[self.fold.fold.to_numpy() != k].intersection(self.cells).sort_values()
+            inner = make_folds(train_cells, "spatial", self.block_resolution, max(2, self.fold.k - 1), self.seed + k + 1)
+            per_fold.append(cross_validate(frame.loc[train_cells], self.y.loc[train_cells], inner, self.probe,
+                                           counts=self.targets.counts, seed=self.seed))
+        return _InnerScore(per_fold)
 
     def parent_metrics(self) -> dict[str, float]:
         """The free baselines on the same cells and folds (the bar a tuned model has to clear)."""
@@ -176,6 +209,7 @@ class FusionObjective:
             model=cfg["model"], resolutions=self.resolutions, hidden_dims=tuple(width * 2 ** i for i in range(len(self.resolutions))),
             convs_per_level=cfg["unet.convs_per_level"], dropout=cfg["unet.dropout"], lr=cfg["unet.lr"],
             epochs=cfg["unet.epochs"], consistency_weight=cfg["unet.consistency_weight"], seed=self.seed,
+            mask_modality=cfg.get("unet.mask_modality", 0.3), mask_cell=cfg.get("unet.mask_cell", 0.5),
             checkpoint_every=10 ** 6, cone_root_resolution=self.cone_root_resolution,
             cone_batch=cfg.get("cone.batch", 8),
         )
@@ -183,7 +217,8 @@ class FusionObjective:
                            "train.resolutions": ",".join(map(str, tc.resolutions))})
         hooks = PruningHooks(trial)
         try:
-            result = train(self.inputs.x, self.inputs.cells, tc, hooks=hooks, cache_dir=cache_dir() / "cones", progress=False)
+            result = train(self.inputs.x, self.inputs.cells, tc, hooks=hooks, cache_dir=cache_dir() / "cones", progress=False,
+                           groups=self.inputs.column_groups, present=self.inputs.presence)
         finally:
             hooks.log()
         return result.embedding, {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,

@@ -8,7 +8,8 @@ Parameters (names as they appear in Optuna and on the MLflow trial runs):
 - U-Nets (``full_unet``, ``cone_unet``), shared names so TPE learns across both:
   ``unet.width`` (width of the finest level; each coarser level doubles it),
   ``unet.convs_per_level``, ``unet.dropout``, ``unet.lr`` (log), ``unet.epochs`` (the epoch budget,
-  up to the study's ``max_epochs``), ``unet.consistency_weight``.
+  up to the study's ``max_epochs``), ``unet.consistency_weight``, ``unet.mask_modality``,
+  ``unet.mask_cell`` (the masked-prediction objective); a trial trains the ensemble ``fuse`` trains.
 - ``cone_unet`` only: ``cone.batch`` (cones per batch).
 - ``ring`` (the sparse ring-aggregation model): ``ring.k``, ``ring.weighting``.
 

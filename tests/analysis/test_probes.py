@@ -36,7 +36,7 @@ def test_linear_probe_recovers_the_known_r2(synthetic, probe):
     assert result.metrics["y"]["mae"] == pytest.approx(SIGMA * np.sqrt(2 / np.pi), rel=0.08)
     assert len(result.per_fold["y"]) == 5 and all(f["r2"] > 0.7 for f in result.per_fold["y"])
     flat = result.flat()
-    assert set(flat) == {"r2_y", "rmse_y", "mae_y", "mean_r2", *(f"r2_y_fold{k}" for k in range(5))}
+    assert set(flat) == {"r2_y", "rmse_y", "mae_y", "mean_r2", "mean_r2_all", *(f"r2_y_fold{k}" for k in range(5))}
     if probe == "ridge":  # alpha chosen inside the training folds; small for a well-posed problem
         assert all(i["alpha"] <= 10 for i in result.info["y"])
 

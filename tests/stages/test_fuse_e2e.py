@@ -39,15 +39,18 @@ def test_fuse_entry_point_builds_modalities_trains_and_registers(tracking_server
     arts = {a.path for a in client.list_artifacts(run_id, "checkpoints")}
     assert {"checkpoints/epoch_0002.pt", "checkpoints/epoch_0004.pt", "checkpoints/best.pt"} <= arts
     assert {a.path for a in client.list_artifacts(run_id, "baselines")} == {
-        "baselines/concat_res9.parquet", "baselines/ring_res9.parquet"}
+        "baselines/concat_res9.parquet", "baselines/ring_res9.parquet", "baselines/ringconcat_res9.parquet"}
     assert any(k.startswith("system/") for k in run.data.metrics)
     assert {d.dataset.name for d in run.inputs.dataset_inputs} >= {"poi_res9", "raster_res9"}
     # the fused table and the registered model answer the same numbers
     table = read_table(client.download_artifacts(run_id, "tables/fused_res9.parquet", str(tmp_path)))
     assert table.meta.modality == "fused" and table.meta.producer_run_id == run_id
-    assert table.frame.shape[1] == 64 and len(table.frame) > 1000
+    assert table.frame.shape[1] == 640 and len(table.frame) > 1000  # 5 members x 128, every cell of the area
     mv = client.get_model_version_by_alias("urbanrepml-porto_alegre", "candidate")
     assert mv.run_id == run_id
+    # the embedding's composition is recorded on the version (and the run)
+    assert mv.tags["embedding_kind"] == "code" and mv.tags["embedding"].startswith("code: 5 x full_unet")
+    assert run.data.tags["urbanrepml.join"] == "outer" and run.data.tags["urbanrepml.transform"] == "asinh"
     mlflow.set_tracking_uri(tracking_server)
     model = mlflow.pyfunc.load_model("models:/urbanrepml-porto_alegre@candidate")
     ids = list(table.frame.index[:5])

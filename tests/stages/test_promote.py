@@ -79,7 +79,7 @@ def test_promote_flow(tracking, tmp_path):
     mv2 = client.get_model_version(model, v2)
     ev = __import__("json").loads(mv2.tags["promote.evidence"])
     assert ev["best"]["value"] == pytest.approx(float(mv2.tags["probe.mean_r2"]), rel=1e-5)
-    assert ev["best"]["value"] > max(ev["best"]["baseline_concat"], ev["best"]["baseline_ring"])
+    assert ev["best"]["value"] > max(ev["best"]["baselines"].values())
     assert ev["best"]["probe_run_id"] == mv2.tags["probe.run_id"] and mv2.tags["promote.previous_champion"] == "none"
     probe_run = client.get_run(mv2.tags["probe.run_id"])
     assert probe_run.data.metrics["mean_r2"] == pytest.approx(ev["best"]["value"])
@@ -118,7 +118,7 @@ def test_promote_flow(tracking, tmp_path):
 
 
 def test_decide_rules_and_refusals(tracking):
-    e = lambda v, x, c=0.1, r=0.2: Evidence(v, x, c, r, f"run{v}", "d")  # noqa: E731
+    e = lambda v, x, c=0.1, r=0.2: Evidence(v, x, {"concat": c, "ring": r}, f"run{v}", "d")  # noqa: E731
     assert decide({"1": e("1", 0.5)}, None, "mean_r2", 0.0).promote
     assert not decide({"1": e("1", 0.25)}, None, "mean_r2", 0.1).promote  # beats ring by 0.05 < 0.1
     assert not decide({"1": e("1", 0.2, r=0.2)}, None, "mean_r2", 0.0).promote  # a tie is no gain
@@ -132,9 +132,15 @@ def test_decide_rules_and_refusals(tracking):
     with pytest.raises(UrbanReprError, match="refusing to promote: no version has a probe record"):
         decide({}, None, "mean_r2", 0.0)
     assert not decide({"2": e("2", 0.9, c=None)}, None, "mean_r2", 0.0).promote
+    # every baseline scored is a bar, ringconcat included: the best of them must be beaten
+    g = lambda v, x, rc: Evidence(v, x, {"concat": 0.1, "ring": 0.2, "ringconcat": rc}, f"run{v}", "d")  # noqa: E731
+    d = decide({"1": g("1", 0.5, 0.55)}, None, "mean_r2", 0.0)
+    assert not d.promote and "ringconcat baseline 0.5500" in d.reason
+    d = decide({"1": g("1", 0.6, 0.55)}, None, "mean_r2", 0.0)
+    assert d.promote and "ringconcat 0.5500" in d.reason
 
     # scores on other folds than the champion's are not comparable: never promoted over it
-    f = lambda v, x, d: Evidence(v, x, 0.1, 0.2, f"run{v}", d)  # noqa: E731
+    f = lambda v, x, d: Evidence(v, x, {"concat": 0.1, "ring": 0.2}, f"run{v}", d)  # noqa: E731
     d = decide({"1": f("1", 0.5, "aaa"), "2": f("2", 0.9, "bbb")}, "1", "mean_r2", 0.0)
     assert not d.promote and d.decision == "rejected" and d.best.version == "2" and "not comparable" in d.reason
     d = decide({"1": f("1", 0.5, "aaa"), "2": f("2", 0.3, "bbb"), "3": f("3", 0.6, "aaa")}, "1", "mean_r2", 0.0)

@@ -42,8 +42,8 @@ def test_mlproject_matches_params(name):
 def test_parity_check_catches_drift():
     """The comparison above fails when a default or a type differs."""
     declared = mlproject_parameters(get_stage("fuse").params_cls)
-    assert not same_value("61", declared["epochs"][1])
-    assert same_value("60.0", declared["epochs"][1]) and same_value("''", declared["tables"][1])
+    assert not same_value("201", declared["epochs"][1])
+    assert same_value("200.0", declared["epochs"][1]) and same_value("''", declared["tables"][1])
     assert declared["register"] == ("string", "true") and declared["epochs"][0] == "float"
 
 

@@ -86,7 +86,7 @@ def test_probe_evidence_on_other_target_files_is_not_compared():
     assert has_probe_record(Rec(), targets_digest="t1") and not has_probe_record(Rec(), targets_digest="t2")
 
     def e(version, value, targets):
-        return Evidence(version, value, 0.1, 0.2, f"run{version}", "same-folds", None, targets)
+        return Evidence(version, value, {"concat": 0.1, "ring": 0.2}, f"run{version}", "same-folds", None, targets)
 
     d = decide({"1": e("1", 0.5, "t1"), "2": e("2", 0.9, "t2")}, "1", "mean_r2", 0.0)
     assert not d.promote and d.decision == "rejected" and "scored on other targets" in d.reason

@@ -63,7 +63,7 @@ def test_tune_fusion_end_to_end_and_continue(tracking, tmp_path, capsys):
     best_run = parent.data.tags["urbanrepml.best_run_id"]
     assert m["best_score"] == pytest.approx(max(scores.values())) == pytest.approx(scores[best_run])
     best = client.get_run(best_run)
-    assert best.data.metrics["mean_r2"] == pytest.approx(m["best_score"])
+    assert best.data.metrics["inner_mean_r2"] == pytest.approx(m["best_score"])  # the objective: inner folds only
     assert {k: v for k, v in p.items() if k.startswith("best.")} == {f"best.{k}": v for k, v in best.data.params.items()
                                                                      if k == "model" or k.startswith(("unet.", "ring.", "cone."))}
     for t in trials:

@@ -165,19 +165,34 @@ class CVResult:
     ``per_fold``: target -> list over folds of {r2, rmse, mae, n, fold}.
     ``predictions``: index ``region_id``, columns ``<target>`` (out-of-fold prediction).
     ``info``: target -> list over folds of what the fit chose (alpha, epochs).
+    ``counts``: the count targets; the headline :attr:`mean_r2` leaves them out (their R² near zero
+    says little; their count metrics report them), :attr:`mean_r2_all` does not.
     """
 
     metrics: dict[str, dict[str, float]]
     per_fold: dict[str, list[dict[str, float]]]
     predictions: pd.DataFrame
     info: dict[str, list[dict]] = field(default_factory=dict)
+    counts: tuple[str, ...] = ()
+
+    @property
+    def headline_targets(self) -> list[str]:
+        """Targets in the headline mean: every non-count target (all targets when every one is a count)."""
+        main = [t for t in self.metrics if t not in self.counts]
+        return main or list(self.metrics)
 
     @property
     def mean_r2(self) -> float:
+        """Headline: mean R² over :attr:`headline_targets`."""
+        return float(np.mean([self.metrics[t]["r2"] for t in self.headline_targets]))
+
+    @property
+    def mean_r2_all(self) -> float:
+        """Mean R² over every target, count targets included."""
         return float(np.mean([m["r2"] for m in self.metrics.values()]))
 
     def flat(self, prefix: str = "") -> dict[str, float]:
-        """``{prefix}r2_<target>``, ..., ``{prefix}r2_<target>_fold<k>``, ``{prefix}mean_r2``; NaN dropped."""
+        """``{prefix}r2_<target>``, ``..._fold<k>``, ``{prefix}mean_r2`` (headline), ``{prefix}mean_r2_all``; NaN dropped."""
         out: dict[str, float] = {}
         for target, m in self.metrics.items():
             for key, value in m.items():
@@ -185,6 +200,7 @@ class CVResult:
             for fold in self.per_fold[target]:
                 out[f"{prefix}r2_{target}_fold{fold['fold']}"] = fold["r2"]
         out[f"{prefix}mean_r2"] = self.mean_r2
+        out[f"{prefix}mean_r2_all"] = self.mean_r2_all
         return {k: float(v) for k, v in out.items() if np.isfinite(v)}
 
 
@@ -262,7 +278,7 @@ def cross_validate(
             info[target].append(fitted.info)
         metrics[target] = regression_metrics(y_all[rows], oof[rows], count=target in counts)
         preds[target] = oof
-    return CVResult(metrics, per_fold, preds, info)
+    return CVResult(metrics, per_fold, preds, info, tuple(t for t in targets.columns if t in counts))
 
 
 def latlon_km(region_ids) -> np.ndarray:

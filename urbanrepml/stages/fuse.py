@@ -9,9 +9,12 @@ Steps (rank 0 does all tracking; other ``torchrun`` ranks only train):
    were given), every modality the area has sources for is built first, each as
    a nested run; modalities that cannot run (e.g. aerial without imagery) are
    skipped with a line saying why.
-4. Inputs aligned and logged as datasets; concat and ring baselines logged.
-5. ``concat``/``ring``: the baseline is the fused embedding. ``full_unet``/
-   ``cone_unet``: trained with checkpoints (see :mod:`urbanrepml.tasks.fusion.train`).
+4. Inputs aligned (``join``), transformed (``transform``) and logged as datasets; the concat,
+   ring and ringconcat baselines of the same cells and transformed inputs logged.
+5. ``concat``/``ring``/``ringconcat``: the baseline is the fused embedding. ``full_unet``/
+   ``cone_unet``: trained with checkpoints (see :mod:`urbanrepml.tasks.fusion.train`); with
+   ``embedding=code_ringconcat`` the ringconcat features are appended to the code. The
+   composition is the tag ``embedding`` of the model version.
 6. The fused table (prefix and modality ``fused``) written and logged, the
    pyfunc model logged, and - last, only when everything above succeeded -
    registered as ``urbanrepml-<study_area>`` with alias ``candidate``.
@@ -33,9 +36,11 @@ from urbanrepml.paths import cache_dir
 from urbanrepml.stages.base import Stage
 from urbanrepml.tasks.fusion import FAMILY
 from urbanrepml.tasks.fusion.baselines import WEIGHTINGS
+from urbanrepml.tasks.fusion.inputs import DEFAULT_JOIN, DEFAULT_TRANSFORM, JOINS, TRANSFORMS
 from urbanrepml.tasks.fusion.train import FUSE_DEFAULTS, LEARNED_MODELS, TrainConfig, fusion_train_config
 
 MODELS = tuple(list_models(FAMILY))
+EMBEDDINGS = ("code", "code_ringconcat")
 
 
 @dataclass
@@ -45,12 +50,12 @@ class Params:
     study_area: str = param(DEFAULT_STUDY_AREA, "bundled area name or path to a study-area TOML")
     model: str = param("full_unet", "fusion model", choices=MODELS)
     resolution: int = param(9, "H3 resolution of the modality tables and the fused table (the finest)")
-    resolutions: str = param("7,8,9", "resolutions of the U-Net, finest = resolution")
-    hidden_dims: str = param("64,128,256", "U-Net width per level, finest first")
+    resolutions: str = param("9", "resolutions of the U-Net, finest = resolution")
+    hidden_dims: str = param("128", "U-Net width per level, finest first (one width: every level)")
     convs_per_level: int = param(2, "GCN layers per level and direction")
     dropout: float = param(0.1, "dropout rate")
-    lr: float = param(3e-3, "peak learning rate (AdamW, warmup + cosine)")
-    epochs: int = param(60, "maximum epochs")
+    lr: float = param(0.01, "peak learning rate (AdamW, warmup + cosine)")
+    epochs: int = param(200, "maximum epochs")
     consistency_weight: float = param(0.5, "weight of the cross-resolution consistency loss")
     cone_root_resolution: int = param(6, "cone_unet: resolution of the cone roots")
     cone_batch: int = param(8, "cone_unet: cones per batch")
@@ -63,6 +68,15 @@ class Params:
     tables: str | None = param(None, "modality tables: poi=a.parquet,roads=b.parquet (default: newest in the store)")
     patience: int = param(FUSE_DEFAULTS["patience"], "early stopping: epochs without validation improvement (0: off)")
     val_fraction: float = param(FUSE_DEFAULTS["val_fraction"], "share of res-7 blocks held out for validation")
+    join: str = param(DEFAULT_JOIN, "cells: outer (every cell of the area) or inner (cells every modality covers)",
+                      choices=JOINS)
+    transform: str = param(DEFAULT_TRANSFORM, "input transform (models and baselines alike)", choices=TRANSFORMS)
+    mask_modality: float = param(0.3, "masked objective: probability of hiding a modality block of a cell")
+    mask_cell: float = param(0.5, "masked objective: probability of hiding a whole cell")
+    visible_weight: float = param(0.0, "masked objective: weight of the loss on visible entries")
+    members: int = param(FUSE_DEFAULTS["members"], "independently seeded networks; their codes are concatenated")
+    embedding: str = param("code", "registered embedding: code, or code_ringconcat ([code | ringconcat baseline])",
+                           choices=EMBEDDINGS)
 
     def check(self) -> None:
         """Refuse values out of range with one line naming the parameter (before anything runs)."""
@@ -70,16 +84,17 @@ class Params:
 
         parse_tables_param(self.tables)
         lowest = {"epochs": 1, "checkpoint_every": 1, "cone_batch": 1, "convs_per_level": 0, "patience": 0, "ring_k": 0,
-                  "seed": 0}
+                  "seed": 0, "members": 1}
         for name, low in lowest.items():
             if getattr(self, name) < low:
                 raise UrbanReprError(f"parameter {name}: must be >= {low}, got {getattr(self, name)}"
                                      + (" (0: no early stopping)" if name == "patience" else ""))
-        for name, low, high in (("dropout", 0.0, 1.0), ("val_fraction", 0.0, 1.0)):
+        for name, low, high in (("dropout", 0.0, 1.0), ("val_fraction", 0.0, 1.0), ("mask_modality", 0.0, 1.0),
+                                ("mask_cell", 0.0, 1.0)):
             value = getattr(self, name)
             if not low <= value < high:
                 raise UrbanReprError(f"parameter {name}: must be in [{low:g}, {high:g}), got {value}")
-        for name in ("lr", "consistency_weight"):
+        for name in ("lr", "consistency_weight", "visible_weight"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
                 raise UrbanReprError(f"parameter {name}: must be a finite number {'> 0' if name == 'lr' else '>= 0'}, got {value}")
@@ -94,7 +109,8 @@ class Params:
             convs_per_level=self.convs_per_level, dropout=self.dropout, lr=self.lr, epochs=self.epochs,
             consistency_weight=self.consistency_weight, checkpoint_every=self.checkpoint_every, seed=self.seed,
             cone_root_resolution=self.cone_root_resolution, cone_batch=self.cone_batch, patience=self.patience,
-            val_fraction=self.val_fraction,
+            val_fraction=self.val_fraction, mask_modality=self.mask_modality, mask_cell=self.mask_cell,
+            visible_weight=self.visible_weight, members=self.members,
         )
 
     def logged(self) -> dict:
@@ -102,6 +118,15 @@ class Params:
         d = {k: v for k, v in self.__dict__.items() if k != "resume_run_id"}
         d["tables"] = d["tables"] or ""
         return d
+
+
+def embedding_composition(p: Params, cfg: TrainConfig | None, width: int) -> str:
+    """What the registered embedding's columns are, in words (a tag on the run and the model version)."""
+    if cfg is None:
+        return f"{p.model} baseline ({width} dims)"
+    per = width // cfg.members
+    return (f"code: {cfg.members} x {p.model} finest output z_0 ({per} dims each, {width} dims; "
+            f"masked prediction, {p.transform} inputs, {p.join} join)")
 
 
 def _has_sources(name: str, spec) -> bool:
@@ -209,7 +234,8 @@ def _load_inputs(p: Params, spec, area):
         tables = resume_tables(p.resume_run_id, p.resolution, cache_dir() / "resume" / p.resume_run_id)
     if tables is None:  # the newest tables built from the source files the area names now
         tables, provenance = store_tables(spec.name, p.resolution, sources=current_sources_digests(spec))
-    inputs = load_fusion_inputs(spec, p.resolution, tables, area=area, provenance=provenance)
+    inputs = load_fusion_inputs(spec, p.resolution, tables, area=area, provenance=provenance, join=p.join,
+                                transform=p.transform)
     if p.resume_run_id:
         check_resume_inputs(p.resume_run_id, inputs.digests)
     return inputs
@@ -233,7 +259,8 @@ def _worker(p: Params, spec, cfg: TrainConfig) -> None:
     area = build_area(spec, cfg.resolutions)
     inputs = _load_inputs(p, spec, area)
     state = load_latest_checkpoint(p.resume_run_id) if p.resume_run_id else None
-    train(inputs.x, inputs.cells, cfg, resume_state=state, cache_dir=cache_dir() / "cones", progress=False)
+    train(inputs.x, inputs.cells, cfg, resume_state=state, cache_dir=cache_dir() / "cones", progress=False,
+          groups=inputs.column_groups, present=inputs.presence)
     _barrier(2)
 
 
@@ -279,25 +306,35 @@ def _rank0(p: Params, spec, cfg: TrainConfig | None, world: int):
         area = build_area(spec, cfg.resolutions if cfg else [p.resolution])
         _barrier(world)
         inputs = _load_inputs(p, spec, area)
+        mlflow.set_tags({tag("join"): inputs.join, tag("transform"): inputs.transform})
+        computed = baseline_tables(inputs, area, p.ring_k, p.ring_weighting, run_id=run_id)
         if not p.resume_run_id:
             log_fusion_inputs(inputs)
-            baselines = log_baselines(baseline_tables(inputs, area, p.ring_k, p.ring_weighting, run_id=run_id),
-                                      area.cells(p.resolution))
+            log_baselines(computed, area.cells(p.resolution))
         extra: dict = {"model": p.model}
         if cfg is None:
             if p.resume_run_id is None:
-                values = baselines[p.model].frame.to_numpy()
+                values = computed[p.model].frame.to_numpy()
             else:  # pragma: no cover - refused above
                 raise AssertionError
         else:
             hooks = MlflowTrainHooks(run_id)
             result = train(inputs.x, inputs.cells, cfg, hooks=hooks, resume_state=state,
-                           cache_dir=cache_dir() / "cones")
+                           cache_dir=cache_dir() / "cones", groups=inputs.column_groups, present=inputs.presence)
             _barrier(world)
             values = result.embedding
             mlflow.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
                                 "epochs_run": result.epochs_run, "stopped_early": float(result.stopped_early)})
-            extra.update({"best_epoch": result.best_epoch, "embedding": "finest-resolution output z_0"})
+            extra.update({"best_epoch": result.best_epoch, "members": cfg.members})
+        composition = embedding_composition(p, cfg, values.shape[1])
+        if p.embedding == "code_ringconcat":
+            import numpy as np
+
+            rc = computed["ringconcat"].frame.to_numpy()
+            values = np.concatenate([values, rc], axis=1).astype(np.float32)
+            composition += f" | ringconcat baseline ({rc.shape[1]} dims)"
+        extra["embedding"] = composition
+        mlflow.set_tag(tag("embedding"), composition)
         table = fused_table(values, inputs, run_id, extra)
         local = table_path(spec.name, FUSED, p.resolution)
         if not p.register:  # the shared local table stays the one registered as @candidate
@@ -313,10 +350,14 @@ def _rank0(p: Params, spec, cfg: TrainConfig | None, world: int):
         print(note)
     if p.register:  # only once the run has ended FINISHED: a failed run never gets a registry version
         version = register_embeddings(run_id, spec.name)
-        mlflow.MlflowClient().set_tag(run_id, tag("registered_version"), str(version.version))
+        client = mlflow.MlflowClient()
+        client.set_tag(run_id, tag("registered_version"), str(version.version))
+        client.set_model_version_tag(version.name, str(version.version), "embedding", composition)
+        client.set_model_version_tag(version.name, str(version.version), "embedding_kind", p.embedding)
         print(f"fuse: registered urbanrepml-{spec.name} version {version.version} with alias candidate")
     return table
 
 
-STAGES = {"fuse": Stage("fuse", "modality tables -> fused embeddings (concat, ring, full_unet, cone_unet), tracked and registered",
+STAGES = {"fuse": Stage("fuse", "modality tables -> fused embeddings (concat, ring, ringconcat, full_unet, cone_unet), "
+                                "tracked and registered",
                         Params, run_fuse_stage)}

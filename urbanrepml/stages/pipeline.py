@@ -100,8 +100,8 @@ def summary_markdown(area: str, modalities: list[dict], fuse: dict, probe: dict,
     return "\n".join(lines)
 
 
-def run_pipeline(study_area: str, *, model: str = "full_unet", epochs: int = 60, seed: int = 0, resolution: int = 9,
-                 resolutions: str = "7,8,9", probe: str = "ridge") -> dict:
+def run_pipeline(study_area: str, *, model: str = "full_unet", epochs: int = 200, seed: int = 0, resolution: int = 9,
+                 resolutions: str = "9", probe: str = "ridge") -> dict:
     """Run the chain (see the module docstring); return the summary pieces."""
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -138,7 +138,8 @@ def run_pipeline(study_area: str, *, model: str = "full_unet", epochs: int = 60,
         targets = sorted(k[len("r2_"):] for k in metrics if k.startswith("r2_") and "_fold" not in k)
         rows = {}
         for label, prefix in (("fused (this run)", ""), ("baseline concat", "baseline_concat_"),
-                              ("baseline ring", "baseline_ring_"), ("lat/lon 10-NN", "reference_knn_latlon_")):
+                              ("baseline ring", "baseline_ring_"), ("baseline ringconcat", "baseline_ringconcat_"),
+                              ("lat/lon 10-NN", "reference_knn_latlon_")):
             if f"{prefix}mean_r2" in metrics:
                 rows[label] = {"mean_r2": metrics[f"{prefix}mean_r2"], **{t: metrics.get(f"{prefix}r2_{t}", float("nan")) for t in targets}}
         probe_summary = {"targets": targets, "rows": rows}
@@ -176,7 +177,7 @@ class Params:
 
     study_area: str = param(DEFAULT_STUDY_AREA, "bundled area name or path to a study-area TOML")
     model: str = param("full_unet", "fusion model", choices=MODELS)
-    epochs: int = param(60, "maximum fusion epochs")
+    epochs: int = param(200, "maximum fusion epochs")
     seed: int = param(0, "training and fold seed")
 
 

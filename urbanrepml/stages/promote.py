@@ -110,7 +110,7 @@ def run_promote_stage(study_area: str, metric: str = "mean_r2", min_gain: float 
                    "versions_probed_now": float(len(probed)), "promoted": float(decision.promote)}
         if decision.champion is not None:
             metrics[f"champion_{metric}"] = decision.champion.value
-        for n, v in (("concat", decision.best.baseline_concat), ("ring", decision.best.baseline_ring)):
+        for n, v in decision.best.baselines.items():
             if v is not None:
                 metrics[f"baseline_{n}_{metric}"] = v
         mlflow.log_metrics(metrics)

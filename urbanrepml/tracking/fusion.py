@@ -7,9 +7,9 @@
   table built from other source files than ``sources`` (``{modality: sources digest}``) names.
 - ``log_fusion_inputs(inputs)``: every table as an input dataset of the active run, plus params
   ``inputs.*`` and metrics ``inputs.coverage_<modality>``.
-- ``log_baselines(tables, area_cells=None)``: the concat and ring baseline tables as
+- ``log_baselines(tables, area_cells=None)``: the concat, ring and ringconcat baseline tables as
   ``baselines/<prefix>_res<r>.parquet`` artifacts of the active run.
-- ``load_baseline_tables(run_id) -> {"concat": EmbeddingTable, "ring": EmbeddingTable}``.
+- ``load_baseline_tables(run_id) -> {"concat": ..., "ring": ..., "ringconcat": ...}`` (EmbeddingTables).
 
 Inputs are duck-typed (anything with the attributes of ``FusionInputs``): this package depends only
 on the contract layer.
@@ -33,7 +33,8 @@ from urbanrepml.tracking.lineage import log_table_input
 from urbanrepml.tracking.tables import find_latest_table, latest_table_run, list_table_modalities, table_artifact_path
 
 BASELINES_DIR = "baselines"
-BASELINE_PREFIXES = ("concat", "ring")
+BASELINE_PREFIXES = ("concat", "ring", "ringconcat")
+REQUIRED_BASELINES = ("concat", "ring")  # runs logged before ringconcat existed have only these
 INPUT_HINT = ("run a modality entry point first, e.g. `mlflow run . -e poi -P resolution={resolution}` "
               "(also roads, gtfs, raster, alphaearth, aerial), or pass table paths with -P tables=...")
 
@@ -119,7 +120,10 @@ def log_baselines(tables: dict[str, EmbeddingTable], area_cells: np.ndarray | No
 
 
 def load_baseline_tables(run_id: str, dst_dir: str | Path | None = None) -> dict[str, EmbeddingTable]:
-    """Download and validate the baseline tables a fuse run logged: ``{"concat": ..., "ring": ...}``."""
+    """Download and validate the baseline tables a fuse run logged: ``{"concat": ..., "ring": ..., "ringconcat": ...}``.
+
+    ``ringconcat`` is left out for runs logged before it existed.
+    """
     client = MlflowClient()
     try:
         client.get_run(run_id)
@@ -130,6 +134,8 @@ def load_baseline_tables(run_id: str, dst_dir: str | Path | None = None) -> dict
     out: dict[str, EmbeddingTable] = {}
     for prefix in BASELINE_PREFIXES:
         matches = sorted(p for p in listed if Path(p).name.startswith(f"{prefix}_res") and p.endswith(".parquet"))
+        if not matches and prefix not in REQUIRED_BASELINES:
+            continue
         if not matches:
             raise UrbanReprError(
                 f"run {run_id} has no {BASELINES_DIR}/{prefix}_res<r>.parquet artifact; "

@@ -7,10 +7,12 @@ The promotion policy (the ``promote`` stage in :mod:`urbanrepml.stages.promote` 
    by the probe stage with spatial folds and the same ``probe``, ``block_resolution``, ``folds``, fold
    ``seed`` and target files, ``probe.targets_digest``), each as a nested probe run - every version,
    and its concat and ring baselines, are scored on the spatial blocks of the probe stage;
-3. reads each version's evidence from its probe run: ``<metric>``, ``baseline_concat_<metric>``,
-   ``baseline_ring_<metric>`` (lower is better for ``rmse``/``mae``/``poisson_deviance`` metrics);
-4. picks the best version and moves ``champion`` to it only if it beats the current champion and both
-   baselines by at least ``min_gain`` (and by something: a tie never moves the alias); only versions
+3. reads each version's evidence from its probe run: ``<metric>`` and ``baseline_<name>_<metric>`` for
+   every baseline the run scored (``concat``, ``ring``, ``ringconcat``; lower is better for
+   ``rmse``/``mae``/``poisson_deviance`` metrics);
+4. picks the best version and moves ``champion`` to it only if it beats the current champion and every
+   baseline (so the best of them; ``concat`` and ``ring`` must be present) by at least ``min_gain``
+   (and by something: a tie never moves the alias); only versions
    scored on the champion's folds and target files (equal ``folds_digest`` and ``targets_digest``)
    compete with it - a better score on other evidence is rejected as not comparable;
 5. records the decision and evidence on the version as tags ``promote.decision``, ``promote.reason``,
@@ -37,16 +39,27 @@ LOWER_IS_BETTER = ("rmse", "mae", "poisson_deviance")
 PROMOTE_PREFIX = "promote."
 
 
+REQUIRED_BASELINES = ("concat", "ring")
+KNOWN_BASELINES = ("concat", "ring", "ringconcat")
+
+
 @dataclass
 class Evidence:
     version: str
     value: float
-    baseline_concat: float | None
-    baseline_ring: float | None
+    baselines: dict[str, float | None]  # baseline name -> its value of the metric (None: not scored)
     probe_run_id: str
     folds_digest: str
     run_id: str | None = None  # the run that produced the version
     targets_digest: str = ""  # the target files the probe scored against (one digest over their SHA-256s)
+
+    @property
+    def baseline_concat(self) -> float | None:
+        return self.baselines.get("concat")
+
+    @property
+    def baseline_ring(self) -> float | None:
+        return self.baselines.get("ring")
 
 
 @dataclass
@@ -127,12 +140,14 @@ def evidence_of(mv, metric: str, probe: str = "ridge", client: MlflowClient | No
             v = float(mv.tags[f"{prefix}baseline_{name}_{metric}"])
         return v
 
-    return Evidence(str(mv.version), float(value), baseline("concat"), baseline("ring"), run_id,
+    found = {name: baseline(name) for name in KNOWN_BASELINES}
+    found = {k: v for k, v in found.items() if v is not None or k in REQUIRED_BASELINES}
+    return Evidence(str(mv.version), float(value), found, run_id,
                     mv.tags.get(f"{prefix}folds_digest", ""), mv.run_id, mv.tags.get(f"{prefix}targets_digest", ""))
 
 
 def decide(evidence: dict[str, Evidence], champion: str | None, metric: str, min_gain: float) -> Decision:
-    """The promotion rule (pure): best by ``metric``; promote iff it beats the champion and both baselines."""
+    """The promotion rule (pure): best by ``metric``; promote iff it beats the champion and every baseline."""
     if not evidence:
         raise UrbanReprError("refusing to promote: no version has a probe record; run the probe stage on a version first")
     def rank(e: Evidence):
@@ -156,11 +171,13 @@ def decide(evidence: dict[str, Evidence], champion: str | None, metric: str, min
     base = dict(metric=metric, min_gain=min_gain, best=best, champion=champ, previous_champion=champion)
     if champion == best.version:
         return Decision(False, "kept", f"version {best.version} is already {CHAMPION} and still the best by {metric}", **base)
-    missing = [n for n, v in (("concat", best.baseline_concat), ("ring", best.baseline_ring)) if v is None]
+    missing = [n for n in REQUIRED_BASELINES if best.baselines.get(n) is None]
     if missing:
         return Decision(False, "rejected", f"version {best.version} has no {' or '.join(missing)} baseline in its probe "
                                            "record, so it cannot be shown to beat it", **base)
-    for name, v in (("concat", best.baseline_concat), ("ring", best.baseline_ring)):
+    scored = {n: v for n, v in best.baselines.items() if v is not None}
+    # The strongest baseline first: the one a model must clear (the reason names it).
+    for name, v in sorted(scored.items(), key=lambda kv: -_gain(metric, kv[1], best.value)):
         g = _gain(metric, best.value, v)
         if g <= 0 or g < min_gain:
             return Decision(False, "rejected", f"version {best.version} {metric} {best.value:.4f} does not beat the {name} "
@@ -174,7 +191,8 @@ def decide(evidence: dict[str, Evidence], champion: str | None, metric: str, min
             return Decision(False, "rejected", f"version {best.version} {metric} {best.value:.4f} does not beat {CHAMPION} "
                                                f"version {champ.version} ({champ.value:.4f}) by {min_gain:g} (gain {g:+.4f})", **base)
     against = f"{CHAMPION} version {champ.version} ({champ.value:.4f})" if champ else f"no {CHAMPION} yet"
-    return Decision(True, "promoted", f"version {best.version} {metric} {best.value:.4f} beats {against}, concat "
-                                      f"{best.baseline_concat:.4f} and ring {best.baseline_ring:.4f} by >= {min_gain:g}", **base)
+    bars = ", ".join(f"{n} {v:.4f}" for n, v in scored.items())
+    return Decision(True, "promoted", f"version {best.version} {metric} {best.value:.4f} beats {against} and the "
+                                      f"baselines ({bars}) by >= {min_gain:g}", **base)
 
 

@@ -137,18 +137,19 @@ def test_log_and_load_baselines(tracking, tmp_path, study_area_toml):
                                area.cells(9))
     run_id = run.info.run_id
     listed = sorted(a.path for a in MlflowClient().list_artifacts(run_id, "baselines"))
-    assert listed == ["baselines/concat_res9.parquet", "baselines/ring_res9.parquet"]
+    assert listed == ["baselines/concat_res9.parquet", "baselines/ring_res9.parquet", "baselines/ringconcat_res9.parquet"]
     got = MlflowClient().get_run(run_id).data
     assert got.params["baseline.ring_k"] == "1" and got.params["baseline.ring_weighting"] == "flat"
     assert got.tags["urbanrepml.baseline_ring"] == "baselines/ring_res9.parquet"
 
     loaded = load_baseline_tables(run_id)
-    assert set(loaded) == {"concat", "ring"}
+    assert set(loaded) == {"concat", "ring", "ringconcat"}
+    assert loaded["ringconcat"].frame.shape == (inputs.n_cells, 3 * inputs.x.shape[1])
     concat, ring = loaded["concat"], loaded["ring"]
     assert concat.meta.modality == "baseline_concat" and ring.meta.modality == "baseline_ring"
     assert concat.meta.producer_run_id == run_id and concat.meta.study_area == name and ring.meta.resolution == 9
     assert concat.meta.input_digests == inputs.digests and ring.meta.extra == {"ring_k": "1", "ring_weighting": "flat"}
-    assert list(concat.frame.columns) == ["concat_0", "concat_1", "concat_2"]
+    assert list(concat.frame.columns) == [f"concat_{i}" for i in range(inputs.x.shape[1])]
     assert concat.frame.index.equals(inputs.region_ids) and ring.frame.index.equals(inputs.region_ids)
     np.testing.assert_array_equal(concat.frame.to_numpy(), inputs.x)
     expected = ring_baseline(inputs.x, inputs.edge_index(area), inputs.n_cells, 1, "flat")

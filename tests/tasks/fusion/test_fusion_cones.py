@@ -93,14 +93,14 @@ def _synthetic(cells: np.ndarray, d: int = 8, seed: int = 0) -> np.ndarray:
 def test_loss_decreases_and_runs_are_deterministic(model):
     cells = _cells(9, k=1)
     x = _synthetic(cells)
-    cfg = dict(model=model, hidden_dims=(16, 16, 16), epochs=12, lr=1e-2, checkpoint_every=100,
+    cfg = dict(model=model, resolutions=(9, 8, 7), hidden_dims=(16, 16, 16), epochs=12, lr=1e-2, checkpoint_every=100,
                cone_root_resolution=6, cone_batch=3, dropout=0.1)
     a = train(x, cells, TrainConfig(**cfg), progress=False)
     b = train(x, cells, TrainConfig(**cfg), progress=False)
     first, last = a.history[0], a.history[-1]
-    assert last["train_loss"] < 0.5 * first["train_loss"]
+    assert last["train_loss"] < 0.7 * first["train_loss"]  # masked prediction: hidden entries stay partly unknowable
     assert last["val_loss"] < first["val_loss"]
-    assert a.embedding.shape == (len(cells), 16)
+    assert a.embedding.shape == (len(cells), 16)  # one member
     assert np.array_equal(a.embedding, b.embedding)
     assert [h["val_loss"] for h in a.history] == [h["val_loss"] for h in b.history]
     c = train(x, cells, TrainConfig(**{**cfg, "seed": 1, "epochs": 2}), progress=False)

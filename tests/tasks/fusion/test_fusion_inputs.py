@@ -39,7 +39,8 @@ def test_alignment_zero_fill_indicators_and_zscores(tmp_path, area_setup):
     poi = write_modality(tmp_path / "poi.parquet", "poi", ids[4:10], poi_vals, study_area=name, run_id="r-poi")
     gtfs = write_modality(tmp_path / "gtfs.parquet", "gtfs", ids, np.full(16, 3.0), study_area=name)
 
-    inputs = load_fusion_inputs(toml, 9, {"raster": raster, "poi": poi, "gtfs": gtfs}, area=area)
+    inputs = load_fusion_inputs(toml, 9, {"raster": raster, "poi": poi, "gtfs": gtfs}, area=area, join="inner",
+                                transform="none")
 
     assert inputs.study_area == name and inputs.resolution == 9
     assert list(inputs.region_ids) == list(ids[:12]) and inputs.region_ids.name == "region_id"
@@ -76,7 +77,7 @@ def test_all_zero_fill_uses_every_area_cell_and_list_of_paths(tmp_path, area_set
     ids = area.region_ids(9)
     poi = write_modality(tmp_path / "a.parquet", "poi", ids[:3], [1.0, 2.0, 3.0], study_area=name)
     roads = write_modality(tmp_path / "b.parquet", "roads", ids[10:], np.arange(6.0), study_area=name)
-    inputs = load_fusion_inputs(toml, 9, [roads, poi])  # modality from metadata; area built on demand
+    inputs = load_fusion_inputs(toml, 9, [roads, poi], transform="none")  # modality from metadata; area built on demand
     assert {"poi", "roads"} <= ZERO_FILL
     assert inputs.n_cells == 16 and list(inputs.region_ids) == list(ids)
     assert inputs.feature_names == ["poi.poi_0", "roads.roads_0", "has_poi", "has_roads"]
@@ -125,7 +126,7 @@ def test_bad_inputs_each_one_line(tmp_path, area_setup):
 
     disjoint = write_modality(tmp_path / "ae.parquet", "alphaearth", ids9[5:], np.arange(11.0), study_area=name)
     with pytest.raises(UrbanReprError) as exc:
-        load_fusion_inputs(toml, 9, {"raster": good, "alphaearth": disjoint}, area=area)
+        load_fusion_inputs(toml, 9, {"raster": good, "alphaearth": disjoint}, area=area, join="inner")
     msg = one_line_error(exc)
     assert "no cell" in msg and "alphaearth (11 cells), raster (5 cells)" in msg
 
@@ -192,7 +193,7 @@ def test_discovery_and_logging_in_real_store(tracking, tmp_path, data_dir, study
     assert find_modality_tables(name, 9, ["raster"]).keys() == {"raster"}
 
     tables, provenance = store_tables(name, 9)
-    inputs = load_fusion_inputs(toml, 9, tables, area=area, provenance=provenance)
+    inputs = load_fusion_inputs(toml, 9, tables, area=area, provenance=provenance, join="inner")
     assert inputs.n_cells == 14 and list(inputs.region_ids) == list(ids[2:])
     assert inputs.coverage["poi"] == pytest.approx(6 / 14)
     assert inputs.sources["poi"]["run_id"] == poi_run

@@ -7,10 +7,13 @@ API
 - ``ring_operator(edge_index, n, k, weighting) -> scipy.sparse.csr_matrix``: (n, n) operator S with
   ``S @ x`` = the ring aggregation below.
 - ``ring_baseline(x, edge_index, n, k=2, weighting="exponential") -> np.ndarray`` float32 (n, D).
+- ``ringconcat_baseline(x, edge_index, n=None, k=2) -> np.ndarray`` float32 (n, (K+1)·D):
+  [cell ‖ mean of ring 1 ‖ ... ‖ mean of ring K] (an empty ring gives zeros).
 - ``baseline_tables(inputs, area, ring_k=2, ring_weighting="exponential", run_id=None)
-  -> {"concat": EmbeddingTable, "ring": EmbeddingTable}``: both as contract tables (prefixes
-  ``concat``/``ring``, modalities ``baseline_concat``/``baseline_ring``), in memory;
-  :mod:`urbanrepml.tracking.fusion` logs and reloads them.
+  -> {"concat": ..., "ring": ..., "ringconcat": ...}``: contract tables (prefixes
+  ``concat``/``ring``/``ringconcat``, modalities ``baseline_<prefix>``), in memory;
+  :mod:`urbanrepml.tracking.fusion` logs and reloads them. All are computed from ``inputs.x``,
+  the same transformed inputs a learned model trains on.
 
 Ring aggregation
 ----------------
@@ -134,6 +137,20 @@ def ring_baseline(x: np.ndarray, edge_index: np.ndarray, n: int | None = None, k
     return np.asarray(op @ x.astype(np.float64), dtype=np.float32)
 
 
+def ringconcat_baseline(x: np.ndarray, edge_index: np.ndarray, n: int | None = None, k: int = 2) -> np.ndarray:
+    """[x ‖ mean(ring 1) ‖ ... ‖ mean(ring k)] per cell, float32 (n, (k+1)·D); an empty ring's mean is 0."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x) if n is None else int(n)
+    if x.ndim != 2 or len(x) != n:
+        raise UrbanReprError(f"x must be a (n, D) array with n = {n} rows, got shape {x.shape}")
+    ring_weights(k, "flat")  # validates k
+    parts = [x]
+    for ring in ring_memberships(edge_index, n, k)[1:]:
+        counts = np.asarray(ring.sum(axis=1)).ravel()
+        parts.append(sp.diags(1.0 / np.maximum(counts, 1)) @ (ring.astype(np.float64) @ x))
+    return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
+
+
 def _baseline_table(values: np.ndarray, inputs: FusionInputs, prefix: str, run_id: str | None, extra: dict) -> EmbeddingTable:
     frame, _ = to_embedding_frame(values, inputs.region_ids, prefix)
     meta = TableMeta(
@@ -145,12 +162,15 @@ def _baseline_table(values: np.ndarray, inputs: FusionInputs, prefix: str, run_i
 
 def baseline_tables(inputs: FusionInputs, area: Area, ring_k: int = 2, ring_weighting: str = "exponential",
                     run_id: str | None = None) -> dict[str, EmbeddingTable]:
-    """Concat and ring baselines of ``inputs`` as contract tables (producer ``run_id``), in memory."""
-    ring = ring_baseline(inputs.x, inputs.edge_index(area), inputs.n_cells, ring_k, ring_weighting)
+    """Concat, ring and ringconcat baselines of ``inputs`` as contract tables (producer ``run_id``), in memory."""
+    edges = inputs.edge_index(area)
+    ring = ring_baseline(inputs.x, edges, inputs.n_cells, ring_k, ring_weighting)
     extra = {"ring_k": str(int(ring_k)), "ring_weighting": ring_weighting}
     return {
         "concat": _baseline_table(concat_baseline(inputs), inputs, "concat", run_id, {}),
         "ring": _baseline_table(ring, inputs, "ring", run_id, extra),
+        "ringconcat": _baseline_table(ringconcat_baseline(inputs.x, edges, inputs.n_cells, 2), inputs, "ringconcat",
+                                      run_id, {"rings": "2"}),
     }
 
 
@@ -158,3 +178,4 @@ register_model(ModelSpec("concat", "fusion", "the modality blocks z-scored and c
 register_model(ModelSpec("ring", "fusion", "weighted sum of the ring means of the concatenated inputs (a free baseline)",
                          defaults={"ring.k": 2, "ring.weighting": "exponential"},
                          search_space=lambda max_epochs: {"ring.k": IntRange(1, 4), "ring.weighting": Choice(WEIGHTINGS)}))
+register_model(ModelSpec("ringconcat", "fusion", "the cell's inputs beside the means of its rings 1 and 2 (a free baseline)"))

@@ -19,14 +19,19 @@ API
 
 Alignment rules
 ---------------
-The cell set is the intersection of the cells of every table whose modality is not in
-``ZERO_FILL`` (raster, alphaearth, aerial, ... are inner-joined), or every cell of the area at
-that resolution when all tables are zero-fill. Zero-fill tables contribute zeros where they
-have no row; each such modality that misses at least one of the cells adds one indicator column
-``has_<modality>`` (1.0 where the table has the cell, else 0.0; not z-scored). Every block is
-z-scored per column over the final cell set (after zero filling); a column with zero variance
-becomes 0. Indicator columns come after all blocks, in modality order. Modalities are ordered
-by name, so ``x`` is deterministic.
+``join="outer"`` (default): the cell set is every cell of the area at that resolution. Zero-fill
+modalities contribute zeros where they have no row (a true zero count: present); any other
+modality (raster, alphaearth, aerial, ...) without a row for a cell gets 0 there (its z-scored
+mean) and counts as *absent* in ``presence`` (the masked loss ignores it). ``join="inner"``: the
+cell set is the intersection of the cells of every non-zero-fill table (every cell of the area
+when all tables are zero-fill). Each modality that misses at least one of the cells adds one
+indicator column ``has_<modality>`` (1.0 where the table has the cell, else 0.0; not z-scored).
+
+Columns are transformed by ``transform`` (:func:`transform_block`): ``log1p`` of raw non-negative
+columns of zero-fill (count-like) modalities before z-scoring, ``asinh`` of the z-scores, or
+``none``. Every block is z-scored per column over the cells that hold a value (zero-filled rows
+included); a column with zero variance becomes 0. Indicator columns come after all blocks, in
+modality order. Modalities are ordered by name, so ``x`` is deterministic.
 
 Errors (``UrbanReprError``, one line): no tables at all (names the entry points to run), tables
 at different resolutions or not at the requested one, from another study area, with cells
@@ -53,6 +58,10 @@ from urbanrepml.tables import EmbeddingTable, TableMeta, file_digest, read_table
 
 ZERO_FILL = frozenset({"poi", "roads", "gtfs"})
 INDICATOR_PREFIX = "has_"
+JOINS = ("outer", "inner")
+TRANSFORMS = ("asinh", "log1p", "none")
+DEFAULT_JOIN = "outer"
+DEFAULT_TRANSFORM = "asinh"
 
 
 @dataclass
@@ -69,6 +78,9 @@ class FusionInputs:
     cells: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.uint64))
     area_positions: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
     coverage: dict[str, float] = field(default_factory=dict)
+    present: np.ndarray | None = None
+    join: str = DEFAULT_JOIN
+    transform: str = DEFAULT_TRANSFORM
 
     @property
     def modalities(self) -> list[str]:
@@ -87,6 +99,20 @@ class FusionInputs:
     def digests(self) -> dict[str, str]:
         """Modality -> SHA-256 of its table file (for ``TableMeta.input_digests``)."""
         return {m: s["sha256"] for m, s in self.sources.items()}
+
+    @property
+    def column_groups(self) -> np.ndarray:
+        """int64 (D,): the modality (position in ``modalities``) of each column of ``x``; -1 for indicators."""
+        groups = [np.full(self.blocks[m].shape[1], i, dtype=np.int64) for i, m in enumerate(self.modalities)]
+        groups.append(np.full(self.x.shape[1] - sum(len(g) for g in groups), -1, dtype=np.int64))
+        return np.concatenate(groups)
+
+    @property
+    def presence(self) -> np.ndarray:
+        """Bool (N, M): whether modality ``m`` has a value for the cell (zero-filled modalities always do)."""
+        if self.present is None:
+            return np.ones((self.n_cells, len(self.blocks)), dtype=bool)
+        return self.present
 
     def edge_index(self, area: Area) -> np.ndarray:
         """1-ring neighbour edges among these cells: int64 (2, E), positions into ``x``, both directions."""
@@ -169,14 +195,40 @@ def _check_consistent(tables: dict[str, EmbeddingTable], study_area: str, resolu
             )
 
 
-def _zscore(block: np.ndarray) -> np.ndarray:
+def _zscore(block: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Columns z-scored over ``rows`` (all when ``None``); other rows become 0 (the mean); constant columns 0."""
     values = block.astype(np.float64)
-    mean = values.mean(axis=0)
-    std = values.std(axis=0)
+    ref = values if rows is None else values[rows]
+    if len(ref) == 0:
+        return np.zeros(block.shape, dtype=np.float32)
+    mean = ref.mean(axis=0)
+    std = ref.std(axis=0)
     safe = np.where(std > 0, std, 1.0)
     out = (values - mean) / safe
     out[:, std <= 0] = 0.0
+    if rows is not None:
+        out[~rows] = 0.0
     return out.astype(np.float32)
+
+
+def transform_block(block: np.ndarray, transform: str, rows: np.ndarray | None = None, counts: bool = False) -> np.ndarray:
+    """One modality block -> z-scored model input under ``transform``.
+
+    ``log1p``: log(1 + v) of every column whose raw values are all >= 0, for count-like (zero-filled)
+    modalities (``counts``), before z-scoring; ``asinh``: asinh of the z-scores (heavy tails
+    compressed, sign kept); ``none``: z-scores. ``rows``: the rows that hold a value (others become 0).
+    """
+    if transform not in TRANSFORMS:
+        raise UrbanReprError(f"transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}")
+    values = block.astype(np.float64)
+    if transform == "log1p" and counts:
+        ref = values if rows is None else values[rows]
+        nonneg = (ref >= 0).all(axis=0) if len(ref) else np.zeros(values.shape[1], dtype=bool)
+        values[:, nonneg] = np.log1p(np.maximum(values[:, nonneg], 0.0))
+    out = _zscore(values, rows)
+    if transform == "asinh":
+        out = np.arcsinh(out).astype(np.float32)
+    return out
 
 
 def load_fusion_inputs(
@@ -185,6 +237,8 @@ def load_fusion_inputs(
     tables: Mapping[str, str | Path] | Sequence[str | Path],
     area: Area | None = None,
     provenance: Mapping[str, tuple[str, str]] | None = None,
+    join: str = DEFAULT_JOIN,
+    transform: str = DEFAULT_TRANSFORM,
 ) -> FusionInputs:
     """Read, validate and align the modality tables of a study area at ``resolution``.
 
@@ -196,7 +250,15 @@ def load_fusion_inputs(
         area: the built :class:`Area` (must contain ``resolution``); built when omitted.
         provenance: ``{modality: (producer run id, source URI)}`` of tables found in the tracking
             store, recorded in ``sources``; tables without an entry use their own metadata.
+        join: ``outer`` (every cell of the area; a missing row of a non-zero-fill modality is 0 plus a
+            ``has_<modality>`` flag and counts as absent in ``presence``) or ``inner`` (only cells every
+            non-zero-fill modality covers).
+        transform: ``asinh``, ``log1p`` or ``none`` (see :func:`transform_block`).
     """
+    if join not in JOINS:
+        raise UrbanReprError(f"join must be one of {', '.join(JOINS)}, got {join!r}")
+    if transform not in TRANSFORMS:
+        raise UrbanReprError(f"transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}")
     spec = load_study_area(study_area)
     resolution = int(resolution)
     if area is None or resolution not in area.resolutions:
@@ -227,7 +289,7 @@ def load_fusion_inputs(
     modalities = sorted(read)
     inner = [m for m in modalities if m not in ZERO_FILL]
     keep = np.ones(len(area_cells), dtype=bool)
-    for m in inner:
+    for m in inner if join == "inner" else []:
         keep &= np.isin(area_cells, table_cells[m])
     if not keep.any():
         sizes = ", ".join(f"{m} ({len(table_cells[m])} cells)" for m in inner)
@@ -243,6 +305,7 @@ def load_fusion_inputs(
     names: list[str] = []
     indicators: list[tuple[str, np.ndarray]] = []
     coverage: dict[str, float] = {}
+    present_cols: list[np.ndarray] = []
     for m in modalities:
         t = read[m]
         rows = h3ops.positions(np.sort(table_cells[m]), cells)
@@ -251,11 +314,13 @@ def load_fusion_inputs(
         present = rows >= 0
         block = np.zeros((len(cells), values.shape[1]), dtype=np.float32)
         block[present] = values[rows[present]]
-        blocks[m] = _zscore(block)
+        zero_fill = m in ZERO_FILL
+        blocks[m] = transform_block(block, transform, rows=None if zero_fill else present, counts=zero_fill)
         coverage[m] = float(present.mean())
+        present_cols.append(np.ones(len(cells), dtype=bool) if zero_fill else present)
         feat = t.meta.feature_names if len(t.meta.feature_names) == values.shape[1] else list(t.frame.columns)
         names += [f"{m}.{f}" for f in feat]
-        if m in ZERO_FILL and not present.all():
+        if not present.all():
             indicators.append((f"{INDICATOR_PREFIX}{m}", present.astype(np.float32)))
 
     parts = [blocks[m] for m in modalities] + [col[:, None] for _, col in indicators]
@@ -277,6 +342,7 @@ def load_fusion_inputs(
     return FusionInputs(
         study_area=spec.name, resolution=resolution, region_ids=region_ids, blocks=blocks, x=x,
         feature_names=names, sources=sources, cells=cells, area_positions=positions, coverage=coverage,
+        present=np.stack(present_cols, axis=1), join=join, transform=transform,
     )
 
 

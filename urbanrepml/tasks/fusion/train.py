@@ -35,38 +35,47 @@ class TrainConfig:
     """Settings of a learned fusion model (see docs/fusion.md for the defaults' reasoning).
 
     ``model`` picks the batching (``full_unet`` or ``cone_unet``); ``resolutions``
-    and ``hidden_dims`` are given finest first (any order for ``resolutions``);
+    and ``hidden_dims`` are given finest first (any order for ``resolutions``; one
+    width serves every level);
     ``patience`` 0 never stops early; ``warmup_epochs`` ``None`` is 10% of
     ``epochs`` (at least 1); ``val_block_resolution`` ``None`` is the coarsest
-    resolution; ``device`` ``None`` is CUDA when present. The loop's share of the
+    resolution, at most 7; ``device`` ``None`` is CUDA when present. ``mask_modality``,
+    ``mask_cell``, ``visible_weight``: the masked-prediction objective; ``members``:
+    independently seeded networks whose codes are concatenated. The loop's share of the
     settings is :meth:`loop_config`.
     """
 
     model: str = "full_unet"
-    resolutions: tuple[int, ...] = (9, 8, 7)
-    hidden_dims: tuple[int, ...] = (64, 128, 256)
+    resolutions: tuple[int, ...] = (9,)
+    hidden_dims: tuple[int, ...] = (128,)
     convs_per_level: int = 2
     dropout: float = 0.1
     embedding_dim: int | None = None
-    lr: float = 3e-3
+    lr: float = 1e-2
     weight_decay: float = 0.01
-    epochs: int = 60
+    epochs: int = 200
     warmup_epochs: int | None = None
     consistency_weight: float = 0.5
     grad_clip: float = 1.0
     patience: int = 0
-    val_fraction: float = 0.15
+    val_fraction: float = 0.1
     val_block_resolution: int | None = None
     checkpoint_every: int = 10
     seed: int = 0
     cone_root_resolution: int = 6
     cone_k: int = 1
     cone_batch: int = 8
+    mask_modality: float = 0.3
+    mask_cell: float = 0.5
+    visible_weight: float = 0.0
+    members: int = 1
     device: str | None = None
 
     def __post_init__(self):
         self.resolutions = tuple(sorted({int(r) for r in self.resolutions}, reverse=True))
         self.hidden_dims = tuple(int(d) for d in self.hidden_dims)
+        if len(self.hidden_dims) == 1 and len(self.resolutions) > 1:
+            self.hidden_dims = self.hidden_dims * len(self.resolutions)
         if self.model not in LEARNED_MODELS:
             raise UrbanReprError(f"model must be one of {LEARNED_MODELS} for training, got {self.model!r}")
         if len(self.hidden_dims) != len(self.resolutions):
@@ -80,6 +89,15 @@ class TrainConfig:
             raise UrbanReprError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.val_fraction < 1:
             raise UrbanReprError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        for name in ("mask_modality", "mask_cell"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UrbanReprError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.mask_modality == 0 and self.mask_cell == 0:
+            raise UrbanReprError("mask_modality and mask_cell are both 0: nothing is hidden, so there is nothing to predict")
+        if self.visible_weight < 0:
+            raise UrbanReprError(f"visible_weight must be >= 0, got {self.visible_weight}")
+        if self.members < 1:
+            raise UrbanReprError(f"members must be >= 1, got {self.members}")
         if self.cone_batch < 1:
             raise UrbanReprError(f"cone_batch must be >= 1, got {self.cone_batch}")
         self.loop_config()  # the loop's settings fail here, not at the first epoch
@@ -98,7 +116,7 @@ class TrainConfig:
     @property
     def block_resolution(self) -> int:
         """Resolution of the validation blocks in effect."""
-        return self.val_block_resolution if self.val_block_resolution is not None else self.resolutions[-1]
+        return self.val_block_resolution if self.val_block_resolution is not None else min(self.resolutions[-1], 7)
 
     def as_params(self) -> dict:
         """The settings as flat values (tuples joined by commas); stored in checkpoints and compared on resume."""
@@ -109,7 +127,7 @@ class TrainConfig:
 
 
 # The defaults `fuse` trains with; `tune`'s trials get the same through :func:`fusion_train_config`.
-FUSE_DEFAULTS = {"patience": 20, "val_fraction": 0.15, "checkpoint_every": 10}
+FUSE_DEFAULTS = {"patience": 20, "val_fraction": 0.1, "checkpoint_every": 10, "members": 5}
 
 
 def _ints(name: str, value) -> tuple[int, ...]:
@@ -127,7 +145,7 @@ def fusion_train_config(*, resolution: int | None = None, resolutions, hidden_di
     ``resolutions`` and ``hidden_dims`` may be comma-separated strings (as entry points pass them);
     ``resolution``, when given, must be the finest of ``resolutions``. Settings not given take
     ``FUSE_DEFAULTS`` (early stopping with patience 20 on the held-out blocks' validation loss,
-    15% of blocks held out, a checkpoint every 10 epochs), then :class:`TrainConfig`'s defaults.
+    10% of blocks held out, a checkpoint every 10 epochs, an ensemble of 5), then :class:`TrainConfig`'s defaults.
     """
     res = _ints("resolutions", resolutions)
     if resolution is not None and (not res or max(res) != int(resolution)):
@@ -160,7 +178,8 @@ class TrainResult:
 
 
 def train(x: np.ndarray, cells: np.ndarray, cfg: TrainConfig, hooks: Hooks | None = None,
-          resume_state: dict | None = None, cache_dir=None, progress: bool = True) -> TrainResult:
+          resume_state: dict | None = None, cache_dir=None, progress: bool = True,
+          groups: np.ndarray | None = None, present: np.ndarray | None = None) -> TrainResult:
     """Train ``cfg.model`` on inputs ``x`` (N, D) at the finest ``cells`` (sorted ``uint64``).
 
     Args:
@@ -171,11 +190,13 @@ def train(x: np.ndarray, cells: np.ndarray, cfg: TrainConfig, hooks: Hooks | Non
         resume_state: a checkpoint of a run with the same settings to continue from.
         cache_dir: where cones are cached (``cone_unet``).
         progress: show a progress bar.
+        groups: (D,) column -> modality (-1: indicator), e.g. ``FusionInputs.column_groups``.
+        present: (N, M) bool, e.g. ``FusionInputs.presence``.
 
     Returns:
         The :class:`TrainResult`.
     """
-    task = FusionTask(x, cells, cfg, cache_dir=cache_dir)
+    task = FusionTask(x, cells, cfg, cache_dir=cache_dir, groups=groups, present=present)
     fit = Trainer(task, cfg.loop_config(), params=cfg.as_params(), progress=progress).fit(hooks, resume_state)
     emb = fit.output if fit.output is not None else np.zeros((0, task.embedding_dim), dtype=np.float32)
     return TrainResult(emb, fit.best_epoch, fit.best_value, fit.epochs_run, fit.stopped_early, fit.resumed_from, fit.history)
