@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import urbanrepml.models.geoloc  # noqa: F401 - registers the geolocator models
 from urbanrepml.models.registry import Choice, FloatRange, IntRange, model_spec
 
 
