@@ -23,7 +23,7 @@ from urbanrepml.stages.cli import run_stage
 
 YEARS = ("20140701", "20150702", "20160703", "20170704", "20180705", "20190706")
 NAME = "series"
-SMALL = ["--train_until", "2016", "--val_until", "2017", "--epochs", "2", "--encoder", "small_cnn",
+SMALL = ["--dataset", NAME, "--train_until", "2016", "--val_until", "2017", "--epochs", "2", "--encoder", "small_cnn",
          "--encoder_input_size", "32", "--jitter_px", "2", "--input_px", "12", "--width", "8", "--knn_k", "3",
          "--batch_size", "16"]
 
