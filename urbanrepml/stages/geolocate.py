@@ -454,7 +454,10 @@ def run_geolocate_stage(p: Params):
                         "best_val_median_km": float(result.fit.best_value), "classes": classes.n})
         seconds = time.perf_counter() - start
         metrics["seconds"] = seconds
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if math.isfinite(float(v))})
+        finite = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+        # the kept epoch's validation metrics again, at the last step: the run's latest val_* are the kept checkpoint's
+        mlflow.log_metrics({k: v for k, v in finite.items() if k.startswith("val_")}, step=result.fit.epochs_run)
+        mlflow.log_metrics({k: v for k, v in finite.items() if not k.startswith("val_")})
         report = report_markdown(name, p, classes, rows, metrics, result.fit, seconds)
         log_outputs(result, classes, data, encoder, lat, lon, rows, metrics, extra, p, name, report, run_id)
         digest = split_digest(index, rows, json.dumps(classes.to_dict()))

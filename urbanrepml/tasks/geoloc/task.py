@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from urbanrepml.errors import UrbanReprError
 import urbanrepml.models.geoloc  # noqa: F401 - registers geoloc_cnn and geoloc_head
+from urbanrepml.errors import UrbanReprError
 from urbanrepml.models.registry import get_model, model_spec
 from urbanrepml.tasks.geoloc.classes import CellClasses
 from urbanrepml.tasks.geoloc.losses import geoloc_loss, soft_targets
