@@ -43,6 +43,7 @@ def versions(name: str = NAME):
 
 
 def expect_error(capsys, entry: str, args: list[str], message: str) -> str:
+    capsys.readouterr()  # what earlier calls printed is not this call's
     with pytest.raises(SystemExit) as exit_info:
         load_entry(entry).main(args)
     assert exit_info.value.code == 2
@@ -133,6 +134,9 @@ def test_geolocate_train_evaluate_register_serve(series, capsys):
 
 def test_bad_inputs_one_line_no_version(series, tmp_path, capsys):
     before = len(versions())
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(image_experiment_name(NAME))
+    runs_before = {r.info.run_id for r in client.search_runs([exp.experiment_id])}
     expect_error(capsys, "geolocate", [*SMALL, "--tau_km", "0"], "tau_km must be a positive")
     expect_error(capsys, "geolocate", [*SMALL, "--resolution", "3"], "leaves 1 cell")
     expect_error(capsys, "geolocate", [*SMALL, "--min_cell_samples", "1000"], "merges every cell")
@@ -142,9 +146,9 @@ def test_bad_inputs_one_line_no_version(series, tmp_path, capsys):
     scene.write_bytes(scene.read_bytes()[:300])
     expect_error(capsys, "geolocate", SMALL, "does not decode")
     assert len(versions()) == before
-    exp = MlflowClient().get_experiment_by_name(image_experiment_name(NAME))
-    runs = MlflowClient().search_runs([exp.experiment_id], "tags.`urbanrepml.stage` = 'geolocate'")
-    assert all(r.info.status != "FINISHED" for r in runs)
+    runs = [r for r in client.search_runs([exp.experiment_id], "tags.`urbanrepml.stage` = 'geolocate'")
+            if r.info.run_id not in runs_before]
+    assert all(r.info.status == "FAILED" for r in runs)  # refused before a run, or the run FAILED
 
 
 def test_lund_photos_exif_sequence_path(tracking):
@@ -153,6 +157,7 @@ def test_lund_photos_exif_sequence_path(tracking):
         "--dataset", "opensfm_lund", "--kind", "photos", "--split", "segments", "--segment_size", "4",
         "--ratios", "0.5,0.25,0.25", "--resolution", "12", "--model", "geoloc_head", "--encoder", "small_cnn",
         "--encoder_input_size", "32", "--hidden", "0", "--epochs", "2", "--knn_k", "3"])
-    assert metrics["images_train"] + metrics["images_val"] + metrics["images_test"] == 29
+    logged = MlflowClient().get_run(version.run_id).data.metrics
+    assert logged["images_train"] + logged["images_val"] + logged["images_test"] == 29
     assert metrics["classes"] >= 2 and np.isfinite(metrics["test_median_km"]) and metrics["test_median_km"] < 5
     assert version.name == "urbanrepml-geoloc-opensfm_lund"
