@@ -123,6 +123,28 @@ def _check_datasets(rig, proc):
     assert set(list_datasets()) <= set(listed), proc.stdout
 
 
+
+GEOLOC_ARGS = ["--dataset", "opensfm_lund", "--kind", "photos", "--split", "segments", "--segment_size", "4",
+               "--ratios", "0.5,0.25,0.25", "--resolution", "12", "--model", "geoloc_head", "--encoder", "small_cnn",
+               "--encoder_input_size", "32", "--hidden", "0", "--epochs", "2", "--knn_k", "3"]
+
+
+def _check_geolocate(rig, run):
+    versions = rig.client().search_model_versions("name = 'urbanrepml-geoloc-opensfm_lund'")
+    assert run.info.run_id in {v.run_id for v in versions} and "test_median_km" in run.data.metrics
+
+
+def _geolocator_registered(rig) -> list[str]:
+    """Train and register a Lund geolocator when the rig has none yet (geolocate_eval needs one)."""
+    if not rig.client().search_model_versions("name = 'urbanrepml-geoloc-opensfm_lund'"):
+        proc = rig.run("geolocate", *GEOLOC_ARGS)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    return ["--dataset", "opensfm_lund", "--split_method", "segments", "--segment_size", "4", "--ratios", "0.5,0.25,0.25"]
+
+
+def _check_geolocate_eval(rig, run):
+    assert run.data.metrics["images"] > 0 and "test_median_km" in run.data.metrics
+
 RECIPES: dict[str, Recipe] = {
     "area": Recipe(lambda rig: ["--study_area", rig.study_area, "--resolutions", "8,9"], "area", _check_area),
     "poi": _modality("poi"),
@@ -148,6 +170,8 @@ RECIPES: dict[str, Recipe] = {
     "location": _modality("location", "--encoder", "geoclip"),
     "locenc": Recipe(lambda rig: ["--study_area", rig.study_area, *LOCENC_ARGS], "locenc", _check_locenc, after_fuse=True),
     "locenc_embed": Recipe(_encoder_registered, "locenc_embed", _check_locenc_embed, after_fuse=True),
+    "geolocate": Recipe(lambda rig: GEOLOC_ARGS, "geolocate", _check_geolocate),
+    "geolocate_eval": Recipe(_geolocator_registered, "geolocate_eval", _check_geolocate_eval),
 }
 
 

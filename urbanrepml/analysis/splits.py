@@ -153,3 +153,19 @@ def split_counts(frame: pd.DataFrame) -> dict[str, int]:
         out[f"images_{name}"] = int(sel.sum())
         out[f"groups_{name}"] = int(frame.loc[sel.to_numpy(), "group"].nunique())
     return out
+
+
+def sequence_segments(frame: pd.DataFrame, segment_size: int) -> pd.Series:
+    """Each image's segment: its group cut, in capture order, into runs of ``segment_size`` images.
+
+    A sequence-aware unit for datasets of few long sequences (one walk, one drive): segments are
+    contiguous in time, so a split of whole segments keeps neighbouring frames together and cuts a
+    sequence only between segments. Returns ``<group>/<n>`` on ``frame.index``.
+    """
+    if segment_size < 1:
+        raise UrbanReprError(f"segment_size must be >= 1, got {segment_size}")
+    key = frame.assign(_t=pd.to_datetime(frame["captured_at"]), _id=frame.index.astype(str))
+    key = key.sort_values(["group", "_t", "_id"], na_position="last")
+    rank = key.groupby("group", sort=False).cumcount().to_numpy() // segment_size
+    seg = pd.Series([f"{g}/{r}" for g, r in zip(key["group"], rank, strict=True)], index=key.index)
+    return seg.reindex(frame.index)

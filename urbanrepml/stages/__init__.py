@@ -37,6 +37,8 @@ ENTRY_POINTS: dict[str, str] = {
     "location": "urbanrepml.stages.modality",
     "locenc": "urbanrepml.stages.locenc",
     "locenc_embed": "urbanrepml.stages.locenc_embed",
+    "geolocate": "urbanrepml.stages.geolocate",
+    "geolocate_eval": "urbanrepml.stages.geolocate_eval",
 }
 
 
