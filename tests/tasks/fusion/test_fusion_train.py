@@ -80,7 +80,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tracking, small_area, tm
     twin_id = next(r.info.run_id for r in runs if r.info.run_id != run_id)
     a = _fused(client, run_id, tmp_path / "a")
     b = _fused(client, twin_id, tmp_path / "b")
-    assert a.shape == (small_area["n_cells"], 32)
+    assert a.shape == (small_area["n_cells"], 5 * 32)  # the default ensemble: 5 members x width 32
     assert a.index.equals(b.index)
     np.testing.assert_array_equal(a.to_numpy(), b.to_numpy())  # bit-identical on CPU
     # only the resumed run registered, with alias candidate
@@ -107,7 +107,7 @@ def test_torchrun_two_processes_cone_unet(tracking, small_area):
     assert {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")} >= {
         "checkpoints/epoch_0001.pt", "checkpoints/epoch_0002.pt", "checkpoints/best.pt"}
     table = read_table(client.download_artifacts(run.info.run_id, "tables/fused_res9.parquet"))
-    assert table.frame.shape == (small_area["n_cells"], 32)
+    assert table.frame.shape == (small_area["n_cells"], 5 * 32)  # the default ensemble: 5 members x width 32
     assert np.isfinite(table.frame.to_numpy()).all()
 
 
