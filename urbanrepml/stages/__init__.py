@@ -37,6 +37,12 @@ ENTRY_POINTS: dict[str, str] = {
     "location": "urbanrepml.stages.modality",
     "locenc": "urbanrepml.stages.locenc",
     "locenc_embed": "urbanrepml.stages.locenc_embed",
+    # concept-aware geolocation
+    "concepts": "urbanrepml.stages.concepts",
+    "concept_stage0": "urbanrepml.stages.concept",
+    "concept_stage1": "urbanrepml.stages.concept",
+    "concept_stage2": "urbanrepml.stages.concept",
+    "concept_pipeline": "urbanrepml.stages.concept",
 }
 
 

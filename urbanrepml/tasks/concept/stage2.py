@@ -57,6 +57,7 @@ class Stage2Task:
         self.offsets = torch.from_numpy((offsets / self.offset_scale).astype(np.float32))
         self.centres, self.lat, self.lon = centres, lat, lon
         self.train_rows, self.val_rows, self.cfg = train_rows, val_rows, cfg
+        self._errors: list[float] = []
 
     def build_model(self, device):
         c = self.cfg
@@ -91,17 +92,12 @@ class Stage2Task:
         self._errors.extend(err.tolist())
         return {"n": len(b), "loss": float(loss) * len(b), "cell_ok": float((logits.argmax(1) == self.cells[b]).sum())}
 
-    def val_batches_reset(self):
-        self._errors = []
-
     def epoch_metrics(self, train, val):
         n = max(val.get("n", 0.0), 1.0)
         med = float(np.median(self._errors)) if self._errors else float("nan")
         self._errors = []
         return {"train_loss": train["loss"] / max(train["n"], 1.0), "val_loss": val["loss"] / n,
                 "val_cell_top1": val["cell_ok"] / n, "val_median_km": med}
-
-    _errors: list = []
 
     def predict(self, net, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(cell logits, offsets in unit-sphere units, attention) of ``rows`` (eval mode)."""
