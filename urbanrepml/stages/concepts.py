@@ -129,6 +129,10 @@ def run_concepts(p: Params):
         country[missing] = country_of(frame["lat"][missing], frame["lon"][missing])
     frame["country"] = country.astype(str)
     hierarchy = extract_hierarchy(frame, where=name)
+    absent = [str(f) for f in pd.unique(frame["path"]) if not Path(f).is_file()]
+    if absent:
+        raise UrbanReprError(f"{name}: {len(absent)} image file(s) are missing, e.g. {absent[0]}; fix image_path "
+                             "(relative to the CSV's folder, or <registered dataset>/<file>)")
     with stage_run("concepts", image_scope(name), params=logged(p), tags={DATASET: name, SOURCE_KIND: "concepts"},
                    run_name="concepts") as run:
         frame["split"] = assign_splits(frame, p.split, ratios=p.ratios, train_until=p.train_until, val_until=p.val_until,

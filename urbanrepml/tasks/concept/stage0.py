@@ -153,11 +153,11 @@ class Stage0Task:
 
     def train_step(self, net, b):
         loss, parts = self.losses(net, b)
-        return loss, {"n": len(b), "loss": float(loss) * len(b)}
+        return loss, {"n": len(b), "loss": float(loss.detach()) * len(b)}
 
     def val_step(self, net, b):
         loss, parts = self.losses(net, b)
-        out = {"n": len(b), "loss": float(loss) * len(b), "meta_correct": float(parts.pop("meta_correct"))}
+        out = {"n": len(b), "loss": float(loss.detach()) * len(b), "meta_correct": float(parts.pop("meta_correct"))}
         out.update({f"l_{k}": float(v) * len(b) for k, v in parts.items()})
         return out
 

@@ -118,11 +118,11 @@ class Stage1Task:
 
     def train_step(self, net, b):
         loss, _, _ = self.loss(net, b)
-        return loss, {"n": len(b), "loss": float(loss) * len(b)}
+        return loss, {"n": len(b), "loss": float(loss.detach()) * len(b)}
 
     def val_step(self, net, b):
         loss, ml, pl = self.loss(net, b)
-        return {"n": len(b), "loss": float(loss) * len(b), "meta_ok": float((ml.argmax(1) == self.meta[b]).sum()),
+        return {"n": len(b), "loss": float(loss.detach()) * len(b), "meta_ok": float((ml.argmax(1) == self.meta[b]).sum()),
                 "parent_ok": float((pl.argmax(1) == self.parent[b]).sum())}
 
     def epoch_metrics(self, train, val):

@@ -82,7 +82,7 @@ class Stage2Task:
 
     def train_step(self, net, b):
         loss, *_ = self.forward(net, b)
-        return loss, {"n": len(b), "loss": float(loss) * len(b)}
+        return loss, {"n": len(b), "loss": float(loss.detach()) * len(b)}
 
     def val_step(self, net, b):
         loss, logits, off, _ = self.forward(net, b)
@@ -90,7 +90,7 @@ class Stage2Task:
         err = haversine_km(lat, lon, self.lat[b.numpy()], self.lon[b.numpy()])
         # medians do not add up over batches: keep the errors in a side list, reset each epoch
         self._errors.extend(err.tolist())
-        return {"n": len(b), "loss": float(loss) * len(b), "cell_ok": float((logits.argmax(1) == self.cells[b]).sum())}
+        return {"n": len(b), "loss": float(loss.detach()) * len(b), "cell_ok": float((logits.argmax(1) == self.cells[b]).sum())}
 
     def epoch_metrics(self, train, val):
         n = max(val.get("n", 0.0), 1.0)
