@@ -34,6 +34,8 @@ from urbanrepml.params import logged, param
 from urbanrepml.stages.base import Stage
 
 DEFAULT_DATASET = "naip_concepts"
+# hand-labelled OpenSfM photos (Lund, Berlin) that join the NAIP chips in the bundled dataset
+BUNDLED_PHOTOS = Path(__file__).resolve().parents[2] / "tests" / "data" / "concepts" / "opensfm_concepts.csv"
 MODES = ("both", "concept_only", "image_only")
 
 
@@ -533,23 +535,25 @@ def run_pipeline(p: PipelineParams) -> str:
     """Stages 0, 1 and 2 as nested runs of one ``concept_pipeline`` run."""
     import mlflow
 
+    from urbanrepml.images import read_index
     from urbanrepml.tasks.concept.data import resolve_index_file
 
+    build = False
     try:
-        resolve_index_file(p.dataset)
+        name = read_index(resolve_index_file(p.dataset), check_files=False).meta.dataset
     except UrbanReprError:
         if p.dataset != DEFAULT_DATASET:
             raise
-        from urbanrepml.stages.concepts import Params as ConceptsParams
-        from urbanrepml.stages.concepts import run_concepts
-
-        run_concepts(ConceptsParams(name=DEFAULT_DATASET))
-    from urbanrepml.images import read_index
-
-    name = read_index(resolve_index_file(p.dataset), check_files=False).meta.dataset
+        name, build = DEFAULT_DATASET, True
     if int(p.min_samples_per_cell) <= 0:
         raise UrbanReprError(f"parameter min_samples_per_cell must be >= 1, got {p.min_samples_per_cell}")
     with _start("concept_pipeline", name, p) as run:
+        if build:  # the bundled dataset: NAIP chips with spectral-rule concepts + the hand-labelled OpenSfM photos
+            from urbanrepml.stages.concepts import Params as ConceptsParams
+            from urbanrepml.stages.concepts import run_concepts
+
+            photos = BUNDLED_PHOTOS if BUNDLED_PHOTOS.is_file() else None
+            run_concepts(ConceptsParams(name=DEFAULT_DATASET, photos=str(photos) if photos else None))
         r0 = run_stage0(Stage0Params(dataset=p.dataset, encoder=p.encoder, input_size=p.input_size,
                                      trainable_blocks=p.trainable_blocks, location_encoder=p.location_encoder,
                                      min_samples_per_cell=p.min_samples_per_cell, epochs=p.epochs0, seed=p.seed))
