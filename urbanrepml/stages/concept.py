@@ -423,7 +423,6 @@ def run_stage2(p: Stage2Params) -> str:
     import torch
 
     from urbanrepml.geodesy import scale_thresholds
-    from urbanrepml.models.concept.heads import ConceptGeoHead
     from urbanrepml.models.concept.network import ConceptGeolocator
     from urbanrepml.tasks.concept.metrics import geo_metrics
     from urbanrepml.tasks.concept.stage2 import Stage2Config, Stage2Task
@@ -458,7 +457,6 @@ def run_stage2(p: Stage2Params) -> str:
             from urbanrepml.training import fit
 
             result = fit(task, cfg.loop(), params={"task": task.name, **asdict(cfg)}, progress=False)
-            head = result.output if isinstance(result.output, ConceptGeoHead) else None
             model = task.build_model(None)
             model.load_state_dict(result.output)
             logits, off, attn = task.predict(model, test)
@@ -468,7 +466,6 @@ def run_stage2(p: Stage2Params) -> str:
             table.append({"mode": mode, **m})
             mlflow.log_metrics({f"{mode}_test_{k}": v for k, v in m.items()})
             models[mode], tasks[mode] = model, task
-            del head
         abl = pd.DataFrame(table).set_index("mode")
         mlflow.log_text(abl.to_csv(), "ablations/ablations.csv")
         mlflow.log_text(abl.round(4).to_markdown() if _has_tabulate() else abl.round(4).to_string(), "ablations/ablations.md")
@@ -493,8 +490,6 @@ def run_stage2(p: Stage2Params) -> str:
             if p.figures > 0:
                 rows = test[np.linspace(0, len(test) - 1, min(p.figures, len(test))).astype(int)]
                 logits, off, attn = tasks[p.mode].predict(models[p.mode], rows)
-                with torch.no_grad():
-                    _, _, ml, _, _ = net(torch.zeros(1, 3, backbone.input_size, backbone.input_size))
                 preds = [f"cell {c} (true {t})" for c, t in zip(logits.argmax(1), data.cell[rows], strict=True)]
                 f = Path(tmp) / f"attention_{p.mode}.png"
                 _attention_figure(data, rows, attn, backbone.grid, preds, f)
