@@ -117,7 +117,8 @@ class ConceptGeoModel(mlflow.pyfunc.PythonModel):
         out["parent_prob"] = pp.max(1).astype(np.float64)
         g = int(m["grid"])
         a = attn.numpy()
-        out["attention"] = [json.dumps(np.round(row.reshape(g, g) if g * g == row.size else row, 4).tolist()) for row in a]
+        out["attention"] = [json.dumps(np.round((row.reshape(g, g) if g * g == row.size else row).astype(np.float64), 4).tolist())
+                            for row in a]
         return out
 
 
