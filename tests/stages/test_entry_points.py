@@ -175,6 +175,86 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+# ---- concept-aware geolocation: a tiny generated concept dataset in the rig's folder
+CONCEPT_FAST = ["--dataset", "tinyc", "--min_samples_per_cell", "10"]
+CONCEPT_ENCODER = ["--encoder", "small_cnn", "--input_size", "32", "--trainable_blocks", "1", "--location_encoder", "rff"]
+
+
+def _concepts_args(rig) -> list[str]:
+    from tests.support.concept_images import write_concept_csv
+
+    return ["--name", "tinyc", "--naip", "", "--photos", str(write_concept_csv(rig.cwd / "concept_images"))]
+
+
+def _concept_dataset(rig) -> None:
+    if not (rig.cwd / "data" / "images" / "tinyc" / "index.parquet").is_file():
+        proc = rig.run("concepts", *_concepts_args(rig))
+        assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def _latest_run(rig, stage: str) -> str:
+    client = rig.client()
+    ids = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(ids, f"tags.`urbanrepml.stage` = '{stage}' and attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id
+
+
+def _concept_stage0_args(rig) -> list[str]:
+    _concept_dataset(rig)
+    return [*CONCEPT_FAST, *CONCEPT_ENCODER, "--epochs", "1"]
+
+
+def _concept_stage1_args(rig) -> list[str]:
+    _concept_dataset(rig)
+    try:
+        stage0 = _latest_run(rig, "concept_stage0")
+    except IndexError:
+        assert rig.run("concept_stage0", *_concept_stage0_args(rig)).returncode == 0
+        stage0 = _latest_run(rig, "concept_stage0")
+    return [*CONCEPT_FAST, "--stage0", stage0, "--epochs", "1"]
+
+
+def _concept_stage2_args(rig) -> list[str]:
+    try:
+        stage1 = _latest_run(rig, "concept_stage1")
+    except IndexError:
+        assert rig.run("concept_stage1", *_concept_stage1_args(rig)).returncode == 0
+        stage1 = _latest_run(rig, "concept_stage1")
+    return [*CONCEPT_FAST, "--stage1", stage1, "--epochs", "1", "--figures", "2"]
+
+
+def _check_concepts(rig, run):
+    assert run.data.metrics["images"] == 48 and run.data.metrics["meta_concepts"] == 3
+
+
+def _check_concept_stage0(rig, run):
+    assert np.isfinite(run.data.metrics["best_val_loss"])
+
+
+def _check_concept_stage1(rig, run):
+    assert 0 <= run.data.metrics["test_meta_top1"] <= 1
+
+
+def _check_concept_stage2(rig, run):
+    versions = rig.client().search_model_versions("name = 'urbanrepml-conceptgeo-tinyc'")
+    assert run.info.run_id in {v.run_id for v in versions} and "image_only_test_median_km" in run.data.metrics
+
+
+def _check_concept_pipeline(rig, run):
+    assert run.data.tags["urbanrepml.stage2_run"] and "both_test_median_km" in run.data.metrics
+
+
+RECIPES.update({
+    "concepts": Recipe(_concepts_args, "concepts", _check_concepts),
+    "concept_stage0": Recipe(_concept_stage0_args, "concept_stage0", _check_concept_stage0),
+    "concept_stage1": Recipe(_concept_stage1_args, "concept_stage1", _check_concept_stage1),
+    "concept_stage2": Recipe(_concept_stage2_args, "concept_stage2", _check_concept_stage2),
+    "concept_pipeline": Recipe(lambda rig: [*CONCEPT_FAST, *CONCEPT_ENCODER, "--epochs0", "1", "--epochs1", "1", "--epochs2", "1"]
+                               if _concept_dataset(rig) is None else [], "concept_pipeline", _check_concept_pipeline),
+})
+
+
 def _missing_recipes() -> list[str]:
     return [name for name in ENTRY_POINTS if name not in RECIPES]
 

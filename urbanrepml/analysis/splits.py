@@ -15,6 +15,10 @@ Three methods, each assigning whole *units* to one split:
   joined with every other block that shares a group with it (connected components of blocks and
   groups), so neither a block nor a group is ever cut; then as ``group``.
 
+- ``concept``: stratified by meta concept: the groups of each ``meta_concept`` (a group's first one)
+  are split as ``group`` among themselves, so every concept is in every split in the ratios
+  (70/15/15 for concept geolocation) and no group is cut.
+
 Headline numbers use ``time`` or ``blocks`` splits (design notes); ``group`` is the default for
 building datasets.
 """
@@ -29,7 +33,7 @@ import pandas as pd
 from urbanrepml.errors import UrbanReprError
 from urbanrepml.images import SPLITS
 
-METHODS = ("none", "group", "time", "blocks")
+METHODS = ("none", "group", "time", "blocks", "concept")
 DEFAULT_RATIOS = (0.8, 0.15, 0.05)
 
 
@@ -130,9 +134,24 @@ def split_by_blocks(frame: pd.DataFrame, block_resolution: int = 6,
     return pd.Series(assign_units(units, ratios, salt), index=frame.index, name="split", dtype=object)
 
 
+def split_by_concept(frame: pd.DataFrame, ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
+                     salt: str = "") -> pd.Series:
+    """Stratified by ``meta_concept``: each concept's groups split as ``group`` (see the module docstring)."""
+    if "meta_concept" not in frame.columns or frame["meta_concept"].isna().any():
+        raise UrbanReprError("split concept needs a meta_concept on every image")
+    first = frame.groupby("group", sort=False)["meta_concept"].first()
+    out = pd.Series(np.full(len(frame), None, dtype=object), index=frame.index, name="split")
+    for concept in sorted(first.unique()):
+        groups = first.index[first == concept].to_numpy()
+        labels = dict(zip(groups.astype(str), assign_units(groups, ratios, f"{salt}\0{concept}"), strict=True))
+        sel = frame["group"].astype(str).isin(labels).to_numpy()
+        out[sel] = frame.loc[sel, "group"].astype(str).map(labels).to_numpy()
+    return out
+
+
 def assign_splits(frame: pd.DataFrame, method: str, *, ratios: str = "0.8,0.15,0.05", train_until: str | None = None,
                   val_until: str | None = None, block_resolution: int = 6, salt: str = "") -> pd.Series:
-    """The ``split`` column by ``method`` (``none``, ``group``, ``time``, ``blocks``)."""
+    """The ``split`` column by ``method`` (``none``, ``group``, ``time``, ``blocks``, ``concept``)."""
     if method == "none":
         return pd.Series(np.full(len(frame), None, dtype=object), index=frame.index, name="split")
     if method == "group":
@@ -141,6 +160,8 @@ def assign_splits(frame: pd.DataFrame, method: str, *, ratios: str = "0.8,0.15,0
         return split_by_time(frame, train_until or "", val_until or "")
     if method == "blocks":
         return split_by_blocks(frame, block_resolution, parse_ratios(ratios), salt)
+    if method == "concept":
+        return split_by_concept(frame, parse_ratios(ratios), salt)
     raise UrbanReprError(f"parameter split: expected one of {', '.join(METHODS)}, got {method!r}")
 
 

@@ -39,6 +39,12 @@ ENTRY_POINTS: dict[str, str] = {
     "locenc_embed": "urbanrepml.stages.locenc_embed",
     "geolocate": "urbanrepml.stages.geolocate",
     "geolocate_eval": "urbanrepml.stages.geolocate_eval",
+    # concept-aware geolocation
+    "concepts": "urbanrepml.stages.concepts",
+    "concept_stage0": "urbanrepml.stages.concept",
+    "concept_stage1": "urbanrepml.stages.concept",
+    "concept_stage2": "urbanrepml.stages.concept",
+    "concept_pipeline": "urbanrepml.stages.concept",
 }
 
 

@@ -1,0 +1,8 @@
+"""Entry point `concept_stage2`: concept-aware geolocation (docs/concept-geolocation.md)."""
+
+from urbanrepml.stages.cli import main_for
+
+main = main_for("concept_stage2")
+
+if __name__ == "__main__":
+    main()

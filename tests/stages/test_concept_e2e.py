@@ -1,0 +1,126 @@
+"""Concept-aware geolocation end to end on a tiny generated dataset, in process: build, three stages, registry,
+pyfunc; and the bad inputs that must end in one ``error:`` line, exit 2 and no registry version."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tests.support.concept_images import write_concept_csv
+
+FAST = ["--encoder", "small_cnn", "--input_size", "32", "--trainable_blocks", "1", "--location_encoder", "rff",
+        "--min_samples_per_cell", "10"]
+
+
+def _cli(name, *args):
+    from urbanrepml.stages.cli import main_for
+
+    return main_for(name)(list(args))
+
+
+def _fails(capsys, name, *args) -> str:
+    with pytest.raises(SystemExit) as exc:
+        _cli(name, *args)
+    assert exc.value.code == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if " INFO mlflow" not in line]
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.fixture(scope="module")
+def concept_rig(tmp_path_factory):
+    """A store and data dir of its own, the tiny dataset built and the pipeline run once."""
+    root = tmp_path_factory.mktemp("concept")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    mp.setenv("URBANREPML_DATA_DIR", str(root / "data"))
+    mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    csv = write_concept_csv(root / "images")
+    _cli("concepts", "--name", "tiny", "--naip", "", "--photos", str(csv))
+    _cli("concept_pipeline", "--dataset", "tiny", *FAST, "--epochs0", "1", "--epochs1", "2", "--epochs2", "2")
+    yield root, csv
+    mp.undo()
+
+
+def _client():
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient()
+
+
+def _versions() -> int:
+    return len(_client().search_model_versions("name = 'urbanrepml-conceptgeo-tiny'"))
+
+
+def _runs(stage: str):
+    import mlflow
+
+    return mlflow.search_runs(experiment_names=["urbanrepml-images-tiny"], filter_string=f"tags.`urbanrepml.stage` = '{stage}'")
+
+
+def test_pipeline_chains_three_stages_and_registers(concept_rig):
+    root, csv = concept_rig
+    s0, s1, s2 = (_runs(f"concept_stage{k}") for k in range(3))
+    assert (s0["status"] == "FINISHED").all() and len(s2) == 1
+    tags = s2.iloc[0]
+    assert tags["tags.urbanrepml.parent_model_uri"] == f"runs:/{s1.iloc[0]['run_id']}/model"
+    assert s1.iloc[0]["tags.urbanrepml.parent_model_uri"] == f"runs:/{s0.iloc[0]['run_id']}/model"
+    for mode in ("both", "concept_only", "image_only"):
+        for metric in ("cell_top1", "median_km", "acc_25km", "acc_2500km"):
+            assert f"metrics.{mode}_test_{metric}" in s2.columns
+    assert {"metrics.test_meta_top1", "metrics.test_parent_top5", "metrics.test_meta_macro_recall"} <= set(s1.columns)
+    run_id = s2.iloc[0]["run_id"]
+    arts = {a.path for a in _client().list_artifacts(run_id, "figures")}
+    assert {"figures/attention_both.png", "figures/geocells.png"} <= arts
+    assert _versions() == 1
+    import mlflow
+
+    model = mlflow.pyfunc.load_model("models:/urbanrepml-conceptgeo-tiny@champion")
+    out = model.predict(pd.DataFrame({"path": [str(root / "images" / "se_000.png"), str(root / "images" / "us_001.png")]}))
+    assert {"lat", "lon", "geocell", "meta_1", "meta_prob_1", "parent", "attention"} <= set(out.columns)
+    assert out["meta_1"].isin(["red_roof", "grey_road", "green_park"]).all()
+    assert len(eval(out["attention"].iloc[0])) == 2  # the 2 x 2 patch grid of small_cnn at 32 px
+
+
+def test_meta_under_two_parents_is_refused(concept_rig, capsys, tmp_path):
+    def clash(rows):
+        rows[0][3] = "green"  # a red_roof under green as well as built
+        return rows
+
+    csv = write_concept_csv(tmp_path / "bad", per_country=6, rows_override=clash)
+    line = _fails(capsys, "concepts", "--name", "bad", "--naip", "", "--photos", str(csv))
+    assert "red_roof" in line and "parents" in line
+
+
+def test_missing_image_is_refused(concept_rig, capsys, tmp_path):
+    def missing(rows):
+        rows[1][1] = "nowhere.png"
+        return rows
+
+    csv = write_concept_csv(tmp_path / "bad", per_country=6, rows_override=missing)
+    line = _fails(capsys, "concepts", "--name", "bad2", "--naip", "", "--photos", str(csv))
+    assert "nowhere.png" in line and "missing" in line
+
+
+def test_country_with_zero_samples_is_refused(concept_rig, capsys):
+    line = _fails(capsys, "concept_stage0", "--dataset", "tiny", *FAST, "--countries", "SE,FR", "--epochs", "1")
+    assert "'FR' has zero samples" in line
+    assert _versions() == 1
+
+
+@pytest.mark.parametrize(("stage", "args"), [("concept_stage0", [*FAST[:-2], "--min_samples_per_cell", "0"]),
+                                             ("concept_stage2", ["--stage1", "x", "--min_samples_per_cell", "-1"])])
+def test_min_samples_per_cell_must_be_positive(concept_rig, capsys, stage, args):
+    line = _fails(capsys, stage, "--dataset", "tiny", *args)
+    assert "min_samples_per_cell" in line
+    assert _versions() == 1
+
+
+def test_stage1_refuses_a_model_that_is_not_stage0(concept_rig, capsys):
+    stage1_run = _runs("concept_stage1").iloc[0]["run_id"]
+    failed_before = len(_runs("concept_stage1"))
+    line = _fails(capsys, "concept_stage1", "--dataset", "tiny", "--stage0", stage1_run, "--min_samples_per_cell", "10")
+    assert "conceptgeo1" in line and "not a conceptgeo0 model" in line
+    runs = _runs("concept_stage1")
+    assert len(runs) == failed_before + 1 and (runs["status"] == "FAILED").sum() == 1
+    assert _versions() == 1

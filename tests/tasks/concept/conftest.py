@@ -1,0 +1,1 @@
+"""Fixtures of the concept-geolocation task tests: none of their own yet."""
