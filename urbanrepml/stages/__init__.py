@@ -37,6 +37,9 @@ ENTRY_POINTS: dict[str, str] = {
     "location": "urbanrepml.stages.modality",
     "locenc": "urbanrepml.stages.locenc",
     "locenc_embed": "urbanrepml.stages.locenc_embed",
+    # place and building embeddings
+    "difficulty": "urbanrepml.stages.difficulty",
+    "placeemb": "urbanrepml.stages.placeemb",
 }
 
 
