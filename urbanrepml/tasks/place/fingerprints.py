@@ -121,4 +121,4 @@ def duplicates_to_drop(pairs: pd.DataFrame, ids: Sequence[str]) -> list[str]:
         if ra != rb:
             keep, drop = (ra, rb) if pos[ra] < pos[rb] else (rb, ra)
             parent[drop] = keep
-    return sorted((v for v in parent if find(v) != v), key=pos.get)
+    return sorted((v for v in list(parent) if find(v) != v), key=pos.get)
