@@ -56,14 +56,14 @@ class Params:
     weights: str | None = param(None, "weights file or model folder of the frozen encoder (dinov2: a local folder)")
     features: str | None = param(None, "a parquet of dim_* features indexed by image_id, instead of the encoder's")
     size: int = param(32, "pixels: input side in pixels")
-    width: int = param(32, "place_cnn: channels of the first block")
+    width: int = param(16, "place_cnn: channels of the first block")
     hidden: str = param("512", "place_mlp: hidden widths, comma-separated")
     out_dim: int = param(256, "embedding width")
     dropout: float = param(0.1, "dropout")
     margin: float = param(0.5, "triplet margin")
     batch_size: int = param(128, "triplets per batch")
     lr: float = param(1e-3, "peak learning rate")
-    epochs: int = param(30, "epochs")
+    epochs: int = param(10, "epochs")
     patience: int = param(0, "early stopping: epochs without a better val_recall_1 (0: off)")
     sampler: str = param("ucb", "band sampler: ucb (UCB1) or uniform (ablation)", choices=("ucb", "uniform"))
     ucb_c: float = param(0.5, "UCB1 exploration constant")
@@ -388,8 +388,9 @@ def run_placeemb_stage(p: Params):
     from urbanrepml.constants import DATASET, image_scope
     from urbanrepml.tasks.place.bands import bands_frame
     from urbanrepml.tasks.place.task import PlaceData, embed, train_place_embedder
-    from urbanrepml.tracking import configure_tracking, log_new_params, stage_run, tag
+    from urbanrepml.tracking import configure_tracking, stage_run, tag
     from urbanrepml.tracking.checkpoints import MlflowTrainHooks
+    from urbanrepml.tracking.runs import log_new_params
     from urbanrepml.tracking.placeemb import METRIC_TAG, SPLIT_TAG, placeemb_model_name, promote_placeemb, register_placeemb
 
     torch.set_num_threads(min(torch.get_num_threads(), 4))
