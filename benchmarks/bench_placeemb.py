@@ -46,10 +46,10 @@ def bench_bands(args) -> dict:
         x, ident = clustered(n, args.dim)
         got = {}
 
-        def ours():
+        def ours(x=x, ident=ident, got=got):
             got["ours"] = difficulty_bands(x, ident, 7, args.neighbours).neighbours
 
-        def reference():
+        def reference(x=x, ident=ident, got=got):
             got["ref"] = brute_force_neighbours(x, ident, args.neighbours)
 
         result = harness.compare([harness.Side(f"BallTree bands, {n:,} x {args.dim}", harness.timed(ours)),

@@ -390,8 +390,8 @@ def run_placeemb_stage(p: Params):
     from urbanrepml.tasks.place.task import PlaceData, embed, train_place_embedder
     from urbanrepml.tracking import configure_tracking, stage_run, tag
     from urbanrepml.tracking.checkpoints import MlflowTrainHooks
-    from urbanrepml.tracking.runs import log_new_params
     from urbanrepml.tracking.placeemb import METRIC_TAG, SPLIT_TAG, placeemb_model_name, promote_placeemb, register_placeemb
+    from urbanrepml.tracking.runs import log_new_params
 
     torch.set_num_threads(min(torch.get_num_threads(), 4))
     cfg = p.config()  # bad settings fail before anything is read
