@@ -56,6 +56,7 @@ class Params:
     weights: str | None = param(None, "weights file or model folder of the frozen encoder (dinov2: a local folder)")
     features: str | None = param(None, "a parquet of dim_* features indexed by image_id, instead of the encoder's")
     size: int = param(32, "pixels: input side in pixels")
+    context: int = param(16, "pixels of surroundings added on each side of a raster window (0: the chip alone)")
     width: int = param(16, "place_cnn: channels of the first block")
     hidden: str = param("512", "place_mlp: hidden widths, comma-separated")
     out_dim: int = param(256, "embedding width")
@@ -141,7 +142,7 @@ class PlaceInputs:
     dropped: list
 
 
-def load_views(dataset: str, dedup: bool, dup_bits: int, size: int) -> PlaceInputs:
+def load_views(dataset: str, dedup: bool, dup_bits: int, size: int, context: int = 0) -> PlaceInputs:
     """Index -> views with two or more per identity, their pixels and fingerprints; near-duplicates found."""
     from urbanrepml.images import read_index
     from urbanrepml.tasks.place.data import load_images, pixel_inputs, views_from_frame
@@ -152,7 +153,8 @@ def load_views(dataset: str, dedup: bool, dup_bits: int, size: int) -> PlaceInpu
     index = read_index(resolve_dataset_index(dataset))
     views = views_from_frame(index.frame, where=f"index {index.meta.dataset}")
     rows = index.frame.index.get_indexer(views.frame.index)
-    images = load_images(views.frame, index.image_paths()[rows], [index.windows()[r] for r in rows])
+    windows = index.windows()
+    images = load_images(views.frame, index.image_paths()[rows], [windows[r] for r in rows], context)
     fp = fingerprints(images)
     dups = near_duplicates(fp, views.ids, views.identity, dup_bits)
     dropped: list = []
@@ -349,7 +351,7 @@ def log_model(model, cfg, p: Params, inputs: PlaceInputs, x: np.ndarray, run_id:
     model = model.cpu().eval()
     meta = {"dataset": inputs.index.meta.dataset, "model": cfg.model, "dim": int(model.out_dim), "producer_run_id": run_id}
     if p.input == "pixels":
-        meta.update({"input": "pixels", "size": int(x.shape[2]), "ndvi": bool(x.shape[1] == 5),
+        meta.update({"input": "pixels", "size": int(x.shape[2]), "context": int(p.context), "ndvi": bool(x.shape[1] == 5),
                      "bands": int(x.shape[1] - (x.shape[1] == 5))})
     else:
         meta.update({"input": "features", "in_dim": int(x.shape[1]), "encoder": encoder})
@@ -396,7 +398,7 @@ def run_placeemb_stage(p: Params):
     torch.set_num_threads(min(torch.get_num_threads(), 4))
     cfg = p.config()  # bad settings fail before anything is read
     configure_tracking()
-    inputs = load_views(p.dataset, p.dedup, p.dup_bits, p.size)
+    inputs = load_views(p.dataset, p.dedup, p.dup_bits, p.size, p.context)
     name = inputs.index.meta.dataset
     split = make_split(p, inputs)
     feats = None

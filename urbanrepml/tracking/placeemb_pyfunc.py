@@ -9,7 +9,7 @@ API
 
   * pixels models: a ``path`` column (image file or raster scene) and optionally ``window``
     (``"col_off,row_off,width,height"`` in the scene); decoded with Pillow or rasterio, then
-    prepared as in training (resized, per-image and per-band z-scored, NDVI when the model has it);
+    prepared as in training (a raster window widened by the model's ``context`` pixels, resized, per-image and per-band z-scored, NDVI when the model has it);
   * features models: the frozen encoder's ``dim_0..dim_<D-1>`` columns.
 
   It returns ``emb_0..emb_<d-1>`` (unit-norm float32), one row per input row, in order. Missing
@@ -40,15 +40,16 @@ def _bad(message: str) -> MlflowException:
     return MlflowException(message, error_code="INVALID_PARAMETER_VALUE")
 
 
-def _decode(path: str, window) -> np.ndarray:
-    """``(H, W, bands)`` pixels of an image file or of a raster scene's window."""
+def _decode(path: str, window, context: int = 0) -> np.ndarray:
+    """``(H, W, bands)`` pixels of an image file or of a raster scene's window (widened by ``context``, zeros outside)."""
     if window is not None and not (isinstance(window, float) and np.isnan(window)) and str(window).strip():
         import rasterio
         from rasterio.windows import Window
 
         c, r, w, h = (int(v) for v in str(window).split(","))
         with rasterio.open(path) as src:
-            return np.moveaxis(src.read(window=Window(c, r, w, h)), 0, -1)
+            win = Window(c - context, r - context, w + 2 * context, h + 2 * context)
+            return np.moveaxis(src.read(window=win, boundless=True, fill_value=0), 0, -1)
     if Path(path).suffix.lower() in (".tif", ".tiff"):
         import rasterio
 
@@ -111,7 +112,7 @@ class PlaceEmbedderModel(mlflow.pyfunc.PythonModel):
         xs = []
         for path, window in zip(df["path"].astype(str), windows, strict=True):
             try:
-                image = _decode(path, window)
+                image = _decode(path, window, int(meta.get("context", 0)))
             except MlflowException:
                 raise
             except Exception as exc:  # noqa: BLE001 - decoders raise many types

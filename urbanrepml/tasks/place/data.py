@@ -104,12 +104,32 @@ def pixel_inputs(images: Sequence[np.ndarray], size: int = 32, ndvi: bool = True
     return out
 
 
-def load_images(frame: pd.DataFrame, paths: Sequence[str], windows: Sequence) -> list[np.ndarray]:
-    """Decode every view (raster windows from scenes read once)."""
+def load_images(frame: pd.DataFrame, paths: Sequence[str], windows: Sequence, context: int = 0) -> list[np.ndarray]:
+    """Decode every view (raster windows from scenes read once).
+
+    ``context`` > 0 widens every raster window by that many pixels on each side (zeros - nodata -
+    beyond the scene's edge): the surroundings of a small chip (neighbouring fields, roads, water)
+    tell places apart far better than the chip alone. Whole images (photos) are unchanged.
+    """
     from urbanrepml.sources.imagery.decode import ImageLoader
 
+    if context < 0:
+        raise UrbanReprError(f"context must be >= 0 pixels, got {context}")
     loader = ImageLoader()
-    return [loader.load(p, w, min_side=64, name=i) for i, p, w in zip(frame.index, paths, windows, strict=True)]
+    if context == 0:
+        return [loader.load(p, w, min_side=64, name=i) for i, p, w in zip(frame.index, paths, windows, strict=True)]
+    padded: dict[str, np.ndarray] = {}
+    out = []
+    for i, p, w in zip(frame.index, paths, windows, strict=True):
+        if w is None:
+            out.append(loader.load(p, None, min_side=64, name=i))
+            continue
+        if p not in padded:
+            whole = loader.load(p, None, name=i)
+            padded[p] = np.pad(whole, ((context, context), (context, context), (0, 0)))
+        c, r, width, height = w
+        out.append(padded[p][r:r + height + 2 * context, c:c + width + 2 * context])
+    return out
 
 
 def _hash01(name: str, seed: int) -> float:
