@@ -9,7 +9,8 @@ API
 
   * pixels models: a ``path`` column (image file or raster scene) and optionally ``window``
     (``"col_off,row_off,width,height"`` in the scene); decoded with Pillow or rasterio, then
-    prepared as in training (a raster window widened by the model's ``context`` pixels, resized, per-image and per-band z-scored, NDVI when the model has it);
+    prepared as in training (a raster window widened by the model's ``context`` pixels, resized,
+    per-image and per-band z-scored, NDVI when the model has it);
   * features models: the frozen encoder's ``dim_0..dim_<D-1>`` columns.
 
   It returns ``emb_0..emb_<d-1>`` (unit-norm float32), one row per input row, in order. Missing
