@@ -145,6 +145,37 @@ def _geolocator_registered(rig) -> list[str]:
 def _check_geolocate_eval(rig, run):
     assert run.data.metrics["images"] > 0 and "test_median_km" in run.data.metrics
 
+
+def _place_scenes(rig) -> str:
+    """Three generated yearly 4-band scenes of one place, indexed as 8 px chips (``tinyscenes``) once per rig."""
+    from tests.data.images.make import write_scene
+
+    folder = rig.cwd / "place_scenes"
+    if not folder.is_dir():
+        rng = np.random.default_rng(0)
+        base = rng.uniform(30, 220, size=(4, 32, 32))
+        for year in (2018, 2019, 2020):
+            write_scene(folder / f"s_{year}0701.tif",
+                        np.clip(base * rng.uniform(0.8, 1.2) + rng.normal(0, 12, base.shape), 1, 255).astype(np.uint8))
+        proc = rig.run("images", "--dataset", str(folder), "--kind", "chips", "--chip_px", "8", "--name", "tinyscenes")
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    return "tinyscenes"
+
+
+def _check_difficulty(rig, run):
+    assert run.data.metrics["identities"] == 16 and "band_2_distance" in run.data.metrics
+    assert "difficulty/bands.parquet" in _artifacts(rig, run, "difficulty")
+
+
+def _check_placeemb(rig, run):
+    versions = rig.client().search_model_versions("name = 'urbanrepml-placeemb-tinyscenes'")
+    assert run.info.run_id in {v.run_id for v in versions} and "test_recall_1" in run.data.metrics
+
+
+PLACEEMB_ARGS = ["--epochs", "2", "--size", "8", "--width", "8", "--out_dim", "16", "--batch_size", "16", "--n_bands", "3",
+                 "--neighbours", "9", "--split", "identity", "--k", "2", "--baseline", "false"]
+
+
 RECIPES: dict[str, Recipe] = {
     "area": Recipe(lambda rig: ["--study_area", rig.study_area, "--resolutions", "8,9"], "area", _check_area),
     "poi": _modality("poi"),
@@ -172,6 +203,10 @@ RECIPES: dict[str, Recipe] = {
     "locenc_embed": Recipe(_encoder_registered, "locenc_embed", _check_locenc_embed, after_fuse=True),
     "geolocate": Recipe(lambda rig: GEOLOC_ARGS, "geolocate", _check_geolocate),
     "geolocate_eval": Recipe(_geolocator_registered, "geolocate_eval", _check_geolocate_eval),
+    # place and building embeddings
+    "difficulty": Recipe(lambda rig: ["--dataset", _place_scenes(rig), "--n_bands", "3", "--neighbours", "9"], "difficulty",
+                         _check_difficulty),
+    "placeemb": Recipe(lambda rig: ["--dataset", _place_scenes(rig), *PLACEEMB_ARGS], "placeemb", _check_placeemb),
 }
 
 

@@ -45,6 +45,9 @@ ENTRY_POINTS: dict[str, str] = {
     "concept_stage1": "urbanrepml.stages.concept",
     "concept_stage2": "urbanrepml.stages.concept",
     "concept_pipeline": "urbanrepml.stages.concept",
+    # place and building embeddings
+    "difficulty": "urbanrepml.stages.difficulty",
+    "placeemb": "urbanrepml.stages.placeemb",
 }
 
 
