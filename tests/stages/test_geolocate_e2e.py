@@ -24,7 +24,7 @@ from urbanrepml.stages.cli import run_stage
 YEARS = ("20140701", "20150702", "20160703", "20170704", "20180705", "20190706")
 NAME = "series"
 SMALL = ["--dataset", NAME, "--train_until", "2016", "--val_until", "2017", "--epochs", "2", "--encoder", "small_cnn",
-         "--encoder_input_size", "32", "--jitter_px", "2", "--input_px", "12", "--width", "8", "--knn_k", "3",
+         "--encoder_input_size", "32", "--jitter_px", "2", "--context", "4", "--input_px", "12", "--width", "8", "--knn_k", "3",
          "--batch_size", "16"]
 
 
@@ -65,7 +65,7 @@ def test_geolocate_train_evaluate_register_serve(series, capsys):
     assert run.info.status == "FINISHED"
     m = run.data.metrics
     assert m["images_train"] == 48 and m["images_val"] == 16 and m["images_test"] == 32 and m["classes"] >= 2
-    for prefix in ("val", "test", "knn1_test", "knn3_test", "majority_test", "knn1_val"):
+    for prefix in ("val", "test", "knn1_test", "knn3_test", "pixels_knn1_test", "majority_test", "knn1_val"):
         for key in ("acc_top1", "acc_top5", "acc_top10", "mean_km", "median_km", "p90_km", "p95_km", "acc_1km",
                     "acc_2500km"):
             assert f"{prefix}_{key}" in m, f"{prefix}_{key}"
@@ -96,7 +96,13 @@ def test_geolocate_train_evaluate_register_serve(series, capsys):
     query = pd.DataFrame({"path": index.image_paths()[rows], "window": index.frame["window"].to_numpy()[rows]})
     out = model.predict(query, params={"k": 3})
     assert {"lat", "lon", "cell", "prob", "cell_1", "cell_3", "prob_3"} <= set(out.columns) and len(out) == 6
-    pixels = load_pixels(index, 12, 4, "chip")
+    pixels = load_pixels(index, 12, 4, "chip", context=4)
+    # a window with context is the chip plus 4 px of its scene on each side (zeros beyond the scene's edge)
+    plain = load_pixels(index, 12, 4, "chip")
+    assert torch.equal(pixels.raw(rows)[:, :, 4:-4, 4:-4], plain.raw(rows))
+    edge = pixels.raw(rows[:1])[0]  # the first chip sits in the scene's top-left corner
+    assert (edge[:, :4, :] == 0).all() and (edge[:, :, :4] == 0).all() and (edge[:, 4:, 4:] > 0).all()
+    assert m["pixels_knn1_test_acc_place"] >= 0.9  # the same texture every year: pixels find the place
     arrays = pixels.raw(rows).permute(0, 2, 3, 1).numpy().astype(np.uint8)
     out2 = model.predict(arrays, params={"k": 3})
     np.testing.assert_allclose(out2["prob_1"], out["prob_1"], rtol=1e-5)

@@ -19,8 +19,9 @@ with one line before anything is trained or registered):
    dropout first; the best trial's model is kept.
 4. Evaluation: validation metrics of the kept epoch, then the test split once: ``test_acc_top1/5/10``,
    ``test_mean_km``/``median``/``p90``/``p95``, ``test_acc_<t>km``. Baselines on the same split and
-   classes, always: ``knn1``, ``knn<knn_k>`` (frozen features) and ``majority`` (``<name>_val_*``,
-   ``<name>_test_*``). Error map (``figures/geoloc_errors.html``, self-contained, and ``.png``) and
+   classes, always: ``knn1``, ``knn<knn_k>`` (frozen features), ``pixels_knn1`` (the nearest training image
+   by the very pixels ``geoloc_cnn`` sees: ``input_px``, ``bands``, ``normalise``, ``context``) and
+   ``majority`` (``<name>_val_*``, ``<name>_test_*``). Error map (``figures/geoloc_errors.html``, self-contained, and ``.png``) and
    ``REPORT.md``.
 5. Model: ``model/geoloc.pt`` (weights, classes, configuration) and the pyfunc ``geoloc_model``; once
    the run has FINISHED, version of ``urbanrepml-geoloc-<dataset>`` (alias ``candidate``) with the test
@@ -75,6 +76,8 @@ class Params:
     normalise: str = param("chip", "geoloc_cnn: chip (standardise each band of each chip) or unit (/255)",
                            choices=("chip", "unit"))
     jitter_px: int = param(6, "geoloc_cnn: training windows shifted by up to this many pixels (orientation kept)")
+    context: int = param(16, "pixels of surroundings added on each side of a raster window before it is resized to "
+                             "input_px (geoloc_cnn and the pixel baseline; 0: the chip alone; photos are used whole)")
     width: int = param(32, "geoloc_cnn: channels of the first conv block (doubling per block)")
     hidden: int = param(512, "geoloc_head: hidden width (0: linear)")
     dropout: float = param(0.3, "dropout before the classifier")
@@ -104,6 +107,8 @@ class Params:
         for name in ("epochs", "top_k", "knn_k", "min_cell_samples", "width", "bands"):
             if getattr(self, name) < 1:
                 raise UrbanReprError(f"parameter {name} must be >= 1, got {getattr(self, name)}")
+        if self.context < 0:
+            raise UrbanReprError(f"parameter context must be >= 0 pixels, got {self.context}")
         if self.tune < 0:
             raise UrbanReprError(f"parameter tune must be >= 0 (trials), got {self.tune}")
         if not (math.isfinite(self.min_gain_km) and self.min_gain_km >= 0):
@@ -268,7 +273,7 @@ def tune_and_train(p: Params, data, lat, lon):
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
-def evaluate_all(result, classes, data, feats, index, rows, lat, lon, p: Params) -> tuple[dict, dict]:
+def evaluate_all(result, classes, data, feats, pixels, index, rows, lat, lon, p: Params) -> tuple[dict, dict]:
     """Model metrics (val of the kept epoch and test, once) and baselines; also the test predictions for the map."""
     from urbanrepml.tasks.geoloc.baselines import cosine_neighbours, knn_scores, majority_scores
     from urbanrepml.tasks.geoloc.predict import evaluate_scores, predict_points
@@ -288,18 +293,22 @@ def evaluate_all(result, classes, data, feats, index, rows, lat, lon, p: Params)
             extra["test"] = (err, plat, plon)
     train_labels = labels[rows["train"]]
     identity = index.frame["identity"].to_numpy() if "identity" in index.frame.columns else None
+    pixel_vectors = pixels.flat(np.arange(pixels.n))
     for split in ("val", "test"):
         r = rows[split]
-        idx, sims = cosine_neighbours(feats[rows["train"]], feats[r], max(10, p.knn_k))
-        nn_rows = rows["train"][idx[:, 0]]
-        for name, k in (("knn1", 1), (f"knn{p.knn_k}", p.knn_k)):
-            scores = knn_scores(train_labels, classes.n, idx, sims, k)
-            points = (lat[nn_rows], lon[nn_rows]) if k == 1 else None
-            m, _ = evaluate_scores(scores, labels[r], lat[r], lon[r], classes.lat, classes.lon, data.thresholds,
-                                   k=1, mode="top1", points=points)
-            metrics.update({f"{name}_{split}_{key}": v for key, v in m.items()})
-        if identity is not None:
-            metrics[f"knn1_{split}_acc_place"] = float((identity[nn_rows] == identity[r]).mean())
+        neighbours = {"knn1": (feats, ((1, "knn1"), (p.knn_k, f"knn{p.knn_k}"))),
+                      "pixels_knn1": (pixel_vectors, ((1, "pixels_knn1"),))}
+        for first, (vectors, variants) in neighbours.items():
+            idx, sims = cosine_neighbours(vectors[rows["train"]], vectors[r], max(10, p.knn_k))
+            nn_rows = rows["train"][idx[:, 0]]
+            for k, name in variants:
+                scores = knn_scores(train_labels, classes.n, idx, sims, k)
+                points = (lat[nn_rows], lon[nn_rows]) if k == 1 else None
+                m, _ = evaluate_scores(scores, labels[r], lat[r], lon[r], classes.lat, classes.lon, data.thresholds,
+                                       k=1, mode="top1", points=points)
+                metrics.update({f"{name}_{split}_{key}": v for key, v in m.items()})
+            if identity is not None:
+                metrics[f"{first}_{split}_acc_place"] = float((identity[nn_rows] == identity[r]).mean())
         m, _ = evaluate_scores(majority_scores(train_labels, classes.n, len(r)), labels[r], lat[r], lon[r], classes.lat,
                                classes.lon, data.thresholds, k=1, mode="top1")
         metrics.update({f"majority_{split}_{key}": v for key, v in m.items()})
@@ -307,7 +316,7 @@ def evaluate_all(result, classes, data, feats, index, rows, lat, lon, p: Params)
 
 
 def baseline_names(p: Params) -> list[str]:
-    return ["knn1", f"knn{p.knn_k}", "majority"]
+    return ["knn1", f"knn{p.knn_k}", "pixels_knn1", "majority"]
 
 
 def error_map(lat, lon, err, plat, plon, title: str):
@@ -345,8 +354,9 @@ def report_markdown(name: str, p: Params, classes, rows, metrics: dict, fit, sec
     for k in keys:
         cells = [metrics.get(f"val_{k}"), metrics.get(f"test_{k}"), *[metrics.get(f"{b}_test_{k}") for b in baseline_names(p)]]
         lines.append(f"| {k} | " + " | ".join("" if v is None else f"{v:.4g}" for v in cells) + " |")
-    if "knn1_test_acc_place" in metrics:
-        lines += ["", f"kNN-1 finds the same place (identity) for {metrics['knn1_test_acc_place']:.1%} of test images."]
+    for b, what in (("knn1", "kNN-1 on frozen features"), ("pixels_knn1", "kNN-1 on pixels")):
+        if f"{b}_test_acc_place" in metrics:
+            lines += ["", f"{what} finds the same place (identity) for {metrics[f'{b}_test_acc_place']:.1%} of test images."]
     return "\n".join(lines) + "\n"
 
 
@@ -379,7 +389,7 @@ def log_outputs(result, classes, data, encoder, lat, lon, rows, metrics, extra, 
                 "predict": p.predict, "producer_run_id": run_id, "classes_json": json.dumps(classes.to_dict())}
         if data.pixels:
             px, bands = data.inputs.px, data.inputs.bands
-            meta.update(kind="pixels", input_px=px, bands=bands, normalise=data.inputs.normalise)
+            meta.update(kind="pixels", input_px=px, bands=bands, normalise=data.inputs.normalise, context=data.inputs.context)
             example = torch.zeros(2, bands, px, px)
             net = model
         else:
@@ -434,9 +444,9 @@ def run_geolocate_stage(p: Params):
     lat, lon = index.frame["lat"].to_numpy(np.float64), index.frame["lon"].to_numpy(np.float64)
     classes = build_classes(lat[rows["train"]], lon[rows["train"]], p.resolution, p.min_cell_samples, p.centroid)
     thresholds = scale_thresholds(lat, lon)
-    pixels = load_pixels(index, p.input_px, p.bands, p.normalise) if p.model == "geoloc_cnn" else None
+    pixels = load_pixels(index, p.input_px, p.bands, p.normalise, p.context)  # the CNN's input and the pixel baseline's
     feats, encoder, hit = features(index, p)  # images that do not decode fail here, before any run
-    data = build_data(index, rows, lat, lon, p, pixels if pixels is not None else feats, thresholds)
+    data = build_data(index, rows, lat, lon, p, pixels if p.model == "geoloc_cnn" else feats, thresholds)
     tags = {DATASET: name, "model": p.model, "resolution": p.resolution, "family": "geoloc"}
     with stage_run("geolocate", image_scope(name), params=logged(p), tags=tags, run_name=f"geolocate-{p.model}") as run:
         run_id = run.info.run_id
@@ -449,7 +459,7 @@ def run_geolocate_stage(p: Params):
             result, classes = tune_and_train(p, data, lat, lon)
         else:
             result = train_geolocator(data, classes, p.config(), hooks=MlflowTrainHooks(run_id))
-        metrics, extra = evaluate_all(result, classes, data, feats, index, rows, lat, lon, p)
+        metrics, extra = evaluate_all(result, classes, data, feats, pixels, index, rows, lat, lon, p)
         metrics.update({"best_epoch": result.fit.best_epoch, "epochs_run": result.fit.epochs_run,
                         "best_val_median_km": float(result.fit.best_value), "classes": classes.n})
         seconds = time.perf_counter() - start

@@ -7,8 +7,11 @@ API
   and its preprocessing, ``top_k``, ``predict``). ``predict(context, model_input, params=None)`` takes
 
   * a DataFrame with a ``path`` column (image files or raster scenes) and optionally ``window``
-    (``"col_off,row_off,width,height"`` in a raster scene), as in an image index; or
-  * a numpy array ``(N, H, W, bands)`` (or ``(H, W, bands)``) of pixels, or a list of such arrays;
+    (``"col_off,row_off,width,height"`` in a raster scene), as in an image index; a ``pixels`` model
+    trained with ``context`` > 0 reads that many pixels of surroundings around each window itself
+    (zeros beyond the scene's edge), as in training; or
+  * a numpy array ``(N, H, W, bands)`` (or ``(H, W, bands)``) of pixels, or a list of such arrays
+    (for such a model: the window *with* its ``context`` pixels on each side, ``meta["context"]``);
 
   and returns one row per image, in order: ``lat``, ``lon`` (the predicted point), ``cell`` and
   ``prob`` (the top class), ``cell_1..cell_k`` and ``prob_1..prob_k`` (the top-k classes). Params:
@@ -42,7 +45,7 @@ def _bad(message: str) -> MlflowException:
     return MlflowException(message, error_code="INVALID_PARAMETER_VALUE")
 
 
-def _decode(path: str, window) -> np.ndarray:
+def _decode(path: str, window, context: int = 0) -> np.ndarray:
     if str(path).lower().endswith((".tif", ".tiff")):
         import rasterio
         from rasterio.windows import Window
@@ -50,8 +53,9 @@ def _decode(path: str, window) -> np.ndarray:
         with rasterio.open(path) as src:
             w = None
             if isinstance(window, str) and window.strip():
-                w = Window(*[int(v) for v in window.split(",")])
-            data = src.read(window=w)
+                col, row, width, height = (int(v) for v in window.split(","))
+                w = Window(col - context, row - context, width + 2 * context, height + 2 * context)
+            data = src.read(window=w, boundless=bool(w is not None and context), fill_value=0)
         return np.ascontiguousarray(data.transpose(1, 2, 0))
     from PIL import Image, ImageOps
 
@@ -131,7 +135,8 @@ class GeolocatorModel(mlflow.pyfunc.PythonModel):
             if "path" not in model_input.columns:
                 raise _bad(f"geolocator input needs a 'path' column (or pixel arrays); got {list(model_input.columns)}")
             windows = model_input["window"] if "window" in model_input.columns else [None] * len(model_input)
-            return [_decode(str(p), w) for p, w in zip(model_input["path"], windows, strict=True)]
+            context = int(self.meta.get("context", 0)) if self.meta["kind"] == "pixels" else 0
+            return [_decode(str(p), w, context) for p, w in zip(model_input["path"], windows, strict=True)]
         if isinstance(model_input, np.ndarray):
             if model_input.ndim == 3:
                 return [model_input]

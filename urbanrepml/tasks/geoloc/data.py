@@ -5,6 +5,9 @@
 batches from them: ``batch(rows, jitter_px)`` shifts each window by up to ``jitter_px`` pixels in x
 and y (drawn from torch's global generator, so a resumed run sees the same shifts) - overlapping
 chips at a stride of one pixel, orientation kept (aerial images are north-up: no flips or turns).
+``context`` > 0 widens every raster window by that many pixels on each side (zeros beyond the scene's
+edge) before it is resized to ``px``: the surroundings of a small chip (neighbouring fields, roads,
+water) tell places apart far better than the chip alone. Photos are used whole.
 
 :func:`prepare_pixels` is the one preprocessing of the pixel models, here and in the pyfunc model:
 the first ``bands`` bands (fewer repeated), resized to ``px`` when the window is another size, then
@@ -63,6 +66,7 @@ class Pixels:
     px: int
     bands: int
     normalise: str
+    context: int = 0
 
     @property
     def n(self) -> int:
@@ -89,8 +93,15 @@ class Pixels:
         """Model-ready ``(B, bands, px, px)`` pixels of ``rows``."""
         return prepare_pixels(self.raw(rows, jitter_px), self.px, self.bands, self.normalise)
 
+    def flat(self, rows: np.ndarray, chunk: int = 512) -> np.ndarray:
+        """``(len(rows), bands * px * px)`` model-ready pixels of ``rows``, unshifted (the pixel baseline's vectors)."""
+        rows = np.asarray(rows)
+        parts = [self.batch(rows[s:s + chunk]).reshape(len(rows[s:s + chunk]), -1).numpy()
+                 for s in range(0, len(rows), chunk)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.bands * self.px * self.px), dtype=np.float32)
 
-def load_pixels(index, px: int, bands: int, normalise: str = "chip") -> Pixels:
+
+def load_pixels(index, px: int, bands: int, normalise: str = "chip", context: int = 0) -> Pixels:
     """Read every image of ``index`` (an :class:`~urbanrepml.images.ImageIndex`) once; see the module docstring.
 
     ``bands`` is capped by the fewest bands of any image. An image that does not decode is one error naming it.
@@ -101,6 +112,9 @@ def load_pixels(index, px: int, bands: int, normalise: str = "chip") -> Pixels:
         raise UrbanReprError(f"normalise must be one of {', '.join(NORMALISE)}, got {normalise!r}")
     if px < 8:
         raise UrbanReprError(f"input_px must be >= 8, got {px}")
+    if context < 0:
+        raise UrbanReprError(f"context must be >= 0 pixels, got {context}")
+    pad = ((0, 0), (context, context), (context, context))
     loader = ImageLoader()
     canvases: list[np.ndarray] = []
     keys: dict[str, int] = {}
@@ -111,15 +125,14 @@ def load_pixels(index, px: int, bands: int, normalise: str = "chip") -> Pixels:
             if path not in keys:
                 scene = loader.load(path, None, name=image_id)
                 keys[path] = len(canvases)
-                canvases.append(np.ascontiguousarray(scene.transpose(2, 0, 1)))
-                canvas = canvases[-1]
+                canvases.append(np.pad(np.ascontiguousarray(scene.transpose(2, 0, 1)), pad))
             canvas = canvases[keys[path]]
             col, row, w, h = window
-            if row + h > canvas.shape[1] or col + w > canvas.shape[2]:
-                raise UrbanReprError(f"image {image_id!r}: window {window} lies outside its {canvas.shape[2]}x"
-                                     f"{canvas.shape[1]} px scene {path}")
+            height, width = canvas.shape[1] - 2 * context, canvas.shape[2] - 2 * context
+            if row + h > height or col + w > width:
+                raise UrbanReprError(f"image {image_id!r}: window {window} lies outside its {width}x{height} px scene {path}")
             canvas_of[i] = keys[path]
-            windows[i] = (col, row, w, h)
+            windows[i] = (col, row, w + 2 * context, h + 2 * context)  # in padded coordinates: the chip plus its context
         else:
             image = loader.load(path, None, min_side=px, name=image_id)
             if image.ndim == 2:
@@ -128,7 +141,7 @@ def load_pixels(index, px: int, bands: int, normalise: str = "chip") -> Pixels:
             canvases.append(_photo_canvas(image, px))
             windows[i] = (0, 0, px, px)
     fewest = min(c.shape[0] for c in canvases) if canvases else bands
-    return Pixels(canvases, canvas_of, windows, int(px), int(min(bands, max(fewest, 1))), normalise)
+    return Pixels(canvases, canvas_of, windows, int(px), int(min(bands, max(fewest, 1))), normalise, int(context))
 
 
 def frozen_features(index, encoder_name: str, input_size: int = 0, batch_size: int = 64, workers: int = 2,
