@@ -165,6 +165,35 @@ def test_early_stopping_on_a_plateau_restores_the_best_weights():
     assert again.stopped_early and again.history == [] and _same_weights(again.output["weights"], at3["model"])
 
 
+class TiedScore(ScriptedScore):
+    """``score`` (monitored, max) plateaus; ``second`` (the task's tie-break, same direction) tells the tied epochs apart."""
+
+    def __init__(self, script, second):
+        super().__init__(script)
+        self.second = second
+        self.monitor, self.mode, self.tie_break = "score", "max", "second"
+
+    def epoch_metrics(self, train, val):
+        return {**super().epoch_metrics(train, val), "second": self.second[self.epoch - 1]}
+
+
+def test_a_tie_on_the_monitored_metric_is_broken_by_the_tasks_second_metric():
+    script, second = [0.5, 0.8, 0.8, 0.8, 0.7, 0.8], [0.1, 0.2, 0.4, 0.3, 0.9, 0.4]
+    hooks = BufferingHooks()
+    result = fit(TiedScore(script, second), LoopConfig(epochs=6, lr=0.05, checkpoint_every=2, device="cpu"), hooks,
+                 progress=False)
+    # epoch 3 ties epoch 2 on score and beats it on second; 4 and 6 tie without beating 3; 5 is worse on score
+    assert result.best_epoch == 3 and [e for e, _, _ in hooks.bests] == [1, 2, 3]
+    assert hooks.load(4)["best_tie"] == 0.4
+    resumed = fit(TiedScore(script, second), LoopConfig(epochs=6, lr=0.05, checkpoint_every=2, device="cpu"),
+                  resume_state=hooks.load(4), progress=False)
+    assert resumed.best_epoch == 3
+    # without a tie-break the first of the tied epochs stays the best
+    plain = fit(ScriptedScore(script), LoopConfig(epochs=6, lr=0.05, monitor="score", mode="max", device="cpu"),
+                progress=False)
+    assert plain.best_epoch == 2
+
+
 def test_resume_from_a_mid_way_checkpoint_equals_an_uninterrupted_run():
     cfg = LoopConfig(epochs=8, lr=0.05, checkpoint_every=3, seed=1, device="cpu")  # bit-identical: a CPU claim
     whole = BufferingHooks()

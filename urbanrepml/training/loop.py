@@ -6,8 +6,11 @@
   clipping (the epoch's largest pre-clipping norm is logged as ``grad_norm``).
 - Validation after every epoch; the monitored metric (the task's, unless the
   config names another) picks the best epoch and, with ``patience > 0``, stops
-  training after that many epochs without improvement. The output comes from the
-  best weights.
+  training after that many epochs without improvement. A task may name a
+  ``tie_break`` metric (same direction): an epoch that equals the best monitored
+  value but is better on it counts as an improvement (a median error that has
+  settled on the distance to a cell's centre no longer tells epochs apart). The
+  output comes from the best weights.
 - Checkpoints (model, optimiser, scheduler, epoch, best weights, early-stopping
   counters, RNG states) every ``checkpoint_every`` epochs, at the last epoch and
   when stopping early. ``fit(resume_state=...)`` continues from one and, on CPU
@@ -172,6 +175,8 @@ class Trainer:
         self.best_epoch = 0
         self.best_state: dict | None = None
         self.bad_epochs = 0
+        self.tie_break: str | None = None if cfg.monitor not in (None, task.monitor) else getattr(task, "tie_break", None)
+        self.best_tie: float | None = None
 
     # -- state --------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -187,6 +192,7 @@ class Trainer:
             "scheduler": self.sched.state_dict(),
             "best_val": self.best_value,
             "best_epoch": self.best_epoch,
+            "best_tie": self.best_tie,
             "best_model": self.best_state,
             "bad_epochs": self.bad_epochs,
             "rng": rng_state(),
@@ -213,6 +219,7 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.best_value = float(state["best_val"])
         self.best_epoch = int(state["best_epoch"])
+        self.best_tie = None if state.get("best_tie") is None else float(state["best_tie"])
         self.best_state = state["best_model"]
         self.bad_epochs = int(state["bad_epochs"])
         set_rng_state(state["rng"])
@@ -258,15 +265,22 @@ class Trainer:
         metrics["grad_norm"] = grad
         if not (math.isfinite(loss_sum) and math.isfinite(metrics["train_loss"])):
             raise UrbanReprError(f"training diverged at epoch {epoch} (loss {metrics['train_loss']}); lower lr")
-        if self.monitor not in metrics:
-            raise UrbanReprError(f"task {self.task.name} reported no {self.monitor!r} metric (it reports "
-                                 f"{', '.join(sorted(metrics))}); monitor one of those")
+        for name in (self.monitor, self.tie_break):
+            if name is not None and name not in metrics:
+                raise UrbanReprError(f"task {self.task.name} reported no {name!r} metric (it reports "
+                                     f"{', '.join(sorted(metrics))}); monitor one of those")
         return metrics
 
-    def _improves(self, value: float) -> bool:
+    def _improves(self, value: float, tie: float | None) -> bool:
         if self.best_state is None:
             return True
-        return value < self.best_value if self.mode == "min" else value > self.best_value
+
+        def better(a: float, b: float) -> bool:
+            return a < b if self.mode == "min" else a > b
+
+        if better(value, self.best_value):
+            return True
+        return value == self.best_value and tie is not None and self.best_tie is not None and better(tie, self.best_tie)
 
     def _patience_spent(self) -> bool:
         return self.cfg.patience > 0 and self.bad_epochs >= self.cfg.patience
@@ -293,9 +307,10 @@ class Trainer:
             self.sched.step()
             self.epoch = epoch
             value = float(metrics[self.monitor])
-            improved = self._improves(value)
+            tie = float(metrics[self.tie_break]) if self.tie_break else None
+            improved = self._improves(value, tie)
             if improved:
-                self.best_value, self.best_epoch, self.bad_epochs = value, epoch, 0
+                self.best_value, self.best_epoch, self.bad_epochs, self.best_tie = value, epoch, 0, tie
                 self.best_state = copy.deepcopy(self.model.state_dict())
             else:
                 self.bad_epochs += 1
