@@ -71,7 +71,7 @@ def test_pipeline_chains_three_stages_and_registers(concept_rig):
     assert {"metrics.test_meta_top1", "metrics.test_parent_top5", "metrics.test_meta_macro_recall"} <= set(s1.columns)
     run_id = s2.iloc[0]["run_id"]
     arts = {a.path for a in _client().list_artifacts(run_id, "figures")}
-    assert {"figures/attention_both.png", "figures/geocells.png"} <= arts
+    assert {"figures/attention_both.png", "figures/geocells.png", "figures/geocells.html"} <= arts
     assert _versions() == 1
     import mlflow
 

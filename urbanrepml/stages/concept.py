@@ -398,23 +398,25 @@ def _attention_figure(data, rows, attn, grid, preds, path: Path) -> None:
     plt.close(fig)
 
 
-def _geocell_figure(data, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _geocell_figure(data):
+    """Plotly map of the semantic geocells: training images coloured by geocell, centres as crosses."""
+    import plotly.graph_objects as go
 
     lat, lon = data.geocells.latlon()
-    fig, ax = plt.subplots(figsize=(6, 4.5))
     tr = data.rows("train")
-    ax.scatter(data.lon[tr], data.lat[tr], c=data.cell[tr] % 20, cmap="tab20", s=4)
-    ax.scatter(lon, lat, c="black", marker="x", s=30)
-    ax.set_xlabel("lon")
-    ax.set_ylabel("lat")
-    ax.set_title(f"{data.geocells.k} semantic geocells (x: centres)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=data.lon[tr], y=data.lat[tr], mode="markers", name="training images",
+                             marker={"size": 4, "color": list(map(int, data.cell[tr])), "colorscale": "Turbo",
+                                     "colorbar": {"title": "geocell"}},
+                             text=[f"geocell {int(c)}" for c in data.cell[tr]]))
+    fig.add_trace(go.Scatter(x=lon, y=lat, mode="markers", name="geocell centres",
+                             marker={"size": 10, "color": "black", "symbol": "x"},
+                             text=[f"geocell {i}" for i in range(len(lat))]))
+    mid = float(np.mean(data.lat[tr])) if len(tr) else 0.0
+    fig.update_layout(title=f"{data.geocells.k} semantic geocells (crosses: centres)", xaxis_title="longitude",
+                      yaxis_title="latitude", template="plotly_white",
+                      yaxis={"scaleanchor": "x", "scaleratio": 1.0 / max(np.cos(np.radians(mid)), 1e-3)})
+    return fig
 
 
 def run_stage2(p: Stage2Params) -> str:
@@ -428,6 +430,7 @@ def run_stage2(p: Stage2Params) -> str:
     from urbanrepml.tasks.concept.stage2 import Stage2Config, Stage2Task
     from urbanrepml.tracking.concept import STAGE_FAMILIES
     from urbanrepml.tracking.concept_pyfunc import log_concept_model
+    from urbanrepml.tracking.figure_png import write_png
 
     modes = _parse_modes(p.ablations, p.mode)
     if not (np.isfinite(p.min_gain) and p.min_gain >= 0):
@@ -475,9 +478,11 @@ def run_stage2(p: Stage2Params) -> str:
         # geocells: table and map
         mlflow.log_text(data.geocells.table().to_csv(index=False), "geocells/geocells.csv")
         with tempfile.TemporaryDirectory() as tmp:
-            g = Path(tmp) / "geocells.png"
-            _geocell_figure(data, g)
-            mlflow.log_artifact(str(g), "figures")
+            fig = _geocell_figure(data)
+            fig.write_html(Path(tmp) / "geocells.html", include_plotlyjs=True, full_html=True)
+            write_png(fig, Path(tmp) / "geocells.png")
+            mlflow.log_artifact(str(Path(tmp) / "geocells.html"), "figures")
+            mlflow.log_artifact(str(Path(tmp) / "geocells.png"), "figures")
             # the whole network, pixels to outputs
             net = ConceptGeolocator(backbone.stem, backbone.top, net1.bottleneck, net1.meta_cls, net1.parent_cls,
                                     models[p.mode]).eval()
