@@ -124,3 +124,39 @@ def test_stage1_refuses_a_model_that_is_not_stage0(concept_rig, capsys):
     runs = _runs("concept_stage1")
     assert len(runs) == failed_before + 1 and (runs["status"] == "FAILED").sum() == 1
     assert _versions() == 1
+
+
+def test_stage0_aligns_with_a_registered_location_encoder(concept_rig, capsys, tmp_path):
+    """A location encoder of the project (family locenc, logged with its pyfunc) serves stage 0's GPS side."""
+    import mlflow
+    import numpy as np
+    import torch
+
+    from urbanrepml.models.location import LocationService
+    from urbanrepml.models.registry import get_model
+    from urbanrepml.stages.concept import gps_embeddings
+    from urbanrepml.tracking.locenc_pyfunc import log_locenc_model
+
+    encoder = get_model("rff", sigmas="4,16", encoded_size=16, hidden=32, embedding_dim=24).eval()
+    torch.jit.script(LocationService(encoder)).save(str(tmp_path / "service.pt"))
+    mlflow.set_experiment("locenc-for-concepts")
+    with mlflow.start_run() as run:
+        log_locenc_model(tmp_path / "service.pt", {"study_area": "tiny", "encoder": "rff", "dim": 24, "bank_dim": 0,
+                                                   "bank_records": 0})
+    uri = f"runs:/{run.info.run_id}/locenc_model"
+    lat, lon = np.array([55.7, 40.7]), np.array([13.2, -74.0])
+    with torch.no_grad():
+        expected = encoder(torch.tensor(np.column_stack([lat, lon]), dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(gps_embeddings(lat, lon, uri), expected, rtol=1e-5, atol=1e-6)
+
+    _cli("concept_stage0", "--dataset", "tiny", *FAST[:-4], "--min_samples_per_cell", "10", "--location_encoder", uri,
+         "--epochs", "1")
+    s0 = _runs("concept_stage0").sort_values("start_time").iloc[-1]
+    assert s0["status"] == "FINISHED" and s0["params.location_encoder"] == uri
+    # a model of another family, or a name that is neither an encoder nor a URI, is one line before any run
+    n = len(_runs("concept_stage0"))
+    stage1 = f"runs:/{s0['run_id']}/model"
+    assert "not a locenc model" in _fails(capsys, "concept_stage0", "--dataset", "tiny", *FAST[:-4],
+                                          "--location_encoder", stage1)
+    assert "location_encoder must be" in _fails(capsys, "concept_stage0", "--dataset", "tiny", "--location_encoder", "satclip")
+    assert len(_runs("concept_stage0")) == n

@@ -47,8 +47,8 @@ class Stage0Params:
     encoder: str = param("efficientnet_lite0", "image encoder", choices=("efficientnet_lite0", "small_cnn"))
     input_size: int = param(96, "encoder input side in pixels")
     trainable_blocks: int = param(2, "top encoder blocks trained in stage 0 (the rest frozen, features cached)")
-    location_encoder: str = param("geoclip", "frozen location encoder: geoclip (pretrained) or rff (fixed features)",
-                                  choices=("geoclip", "rff"))
+    location_encoder: str = param("geoclip", "frozen location encoder: geoclip (pretrained), rff (fixed features), or "
+                                             "a registered location encoder's URI, e.g. models:/urbanrepml-locenc-<scope>@champion")
     text_encoder: str = param("builtin", "text prototypes: builtin (TF-IDF + SVD) or clip (text_model folder)",
                               choices=("builtin", "clip"))
     text_model: str | None = param(None, "clip: local folder of a CLIP model saved with save_pretrained")
@@ -121,7 +121,7 @@ class PipelineParams:
     encoder: str = param("efficientnet_lite0", "image encoder", choices=("efficientnet_lite0", "small_cnn"))
     input_size: int = param(96, "encoder input side in pixels")
     trainable_blocks: int = param(2, "top encoder blocks trained in stage 0")
-    location_encoder: str = param("geoclip", "frozen location encoder of stage 0", choices=("geoclip", "rff"))
+    location_encoder: str = param("geoclip", "frozen location encoder of stage 0: geoclip, rff or a locenc model URI")
     min_samples_per_cell: int = param(50, "semantic geocells: training samples per cell")
     epochs0: int = param(6, "stage-0 epochs")
     epochs1: int = param(15, "stage-1 epochs")
@@ -254,19 +254,51 @@ def _fit(task, cfg, run_id):
 # ------------------------------------------------------------------------------------------------ stage 0
 
 
+def check_location_encoder(encoder: str) -> str:
+    """``geoclip``, ``rff``, or the URI of a registered location encoder (family ``locenc``); else one clear line."""
+    from urbanrepml.tasks.concept.data import LOCATION_ENCODERS
+
+    if encoder in LOCATION_ENCODERS:
+        return encoder
+    if not encoder.startswith(("models:/", "runs:/")):
+        raise UrbanReprError(f"location_encoder must be {', '.join(LOCATION_ENCODERS)} or a location encoder's model URI "
+                             f"(models:/urbanrepml-locenc-<scope>@champion), got {encoder!r}")
+    from urbanrepml.tracking.family import require_family
+    from urbanrepml.tracking.locenc import FAMILY
+
+    require_family(encoder, FAMILY)
+    return encoder
+
+
+def gps_embeddings(lat: np.ndarray, lon: np.ndarray, encoder: str) -> np.ndarray:
+    """(N, D) float32 embeddings of the frozen location encoder of stage 0 (see :func:`check_location_encoder`)."""
+    from urbanrepml.tasks.concept.data import LOCATION_ENCODERS, location_embeddings
+
+    if encoder in LOCATION_ENCODERS:
+        return location_embeddings(lat, lon, encoder)
+    from urbanrepml.tracking.locenc_pyfunc import load_locenc_pyfunc
+
+    out = load_locenc_pyfunc(encoder).predict(pd.DataFrame({"lat": lat, "lon": lon}), params={"rag": False})
+    x = out[[c for c in out.columns if c.startswith("loc_")]].to_numpy(np.float32, copy=True)
+    if not np.isfinite(x).all():
+        raise UrbanReprError(f"location encoder {encoder!r} gave no finite embedding for some images (check their lat/lon)")
+    return x
+
+
 def run_stage0(p: Stage0Params) -> str:
     """Train stage 0; log its checkpoint as model ``conceptgeo0``; return the run id."""
     import mlflow
 
     from urbanrepml.models.concept.backbone import SplitBackbone
     from urbanrepml.models.concept.text import TEMPLATES, hierarchy_prototypes
-    from urbanrepml.tasks.concept.data import location_embeddings, stem_features
+    from urbanrepml.tasks.concept.data import stem_features
     from urbanrepml.tasks.concept.stage0 import Stage0Config, Stage0Task
 
     cfg = Stage0Config(dim=p.dim, temperature=p.temperature, w_gps=p.w_gps, w_meta=p.w_meta, w_parent=p.w_parent,
                        w_hier=p.w_hier, w_patch=p.w_patch, w_anchor=p.w_anchor, batch_size=p.batch_size, epochs=p.epochs,
                        lr=p.lr, seed=p.seed)
     cfg.loop()
+    location = check_location_encoder(p.location_encoder)  # a wrong URI fails before any run
     path, data = _load(p.dataset, p.min_samples_per_cell, p.countries, p.seed)
     name = data.index.meta.dataset
     backbone = SplitBackbone(p.encoder, p.trainable_blocks, p.input_size)
@@ -274,7 +306,7 @@ def run_stage0(p: Stage0Params) -> str:
         start = time.perf_counter()
         _common_logs(path, data, name)
         stem, hit = stem_features(data.index, backbone)
-        gps = location_embeddings(data.lat, data.lon, p.location_encoder)
+        gps = gps_embeddings(data.lat, data.lon, location)
         notes = {}
         if "note" in data.frame.columns:
             notes = data.frame.groupby("meta_concept")["note"].first().dropna().to_dict()
