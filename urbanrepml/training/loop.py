@@ -12,7 +12,8 @@
   settled on the distance to a cell's centre no longer tells epochs apart). The
   output comes from the best weights.
 - Checkpoints (model, optimiser, scheduler, epoch, best weights, early-stopping
-  counters, RNG states) every ``checkpoint_every`` epochs, at the last epoch and
+  counters, RNG states, and the task's own state when it has any: ``extra_state()``
+  / ``load_extra_state(state)``, e.g. a sampler's statistics) every ``checkpoint_every`` epochs, at the last epoch and
   when stopping early. ``fit(resume_state=...)`` continues from one and, on CPU
   with the same seed and inputs, ends with exactly the result of an
   uninterrupted run.
@@ -196,6 +197,7 @@ class Trainer:
             "best_model": self.best_state,
             "bad_epochs": self.bad_epochs,
             "rng": rng_state(),
+            "task_state": self.task.extra_state() if hasattr(self.task, "extra_state") else None,
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -222,6 +224,8 @@ class Trainer:
         self.best_tie = None if state.get("best_tie") is None else float(state["best_tie"])
         self.best_state = state["best_model"]
         self.bad_epochs = int(state["bad_epochs"])
+        if state.get("task_state") is not None and hasattr(self.task, "load_extra_state"):
+            self.task.load_extra_state(state["task_state"])
         set_rng_state(state["rng"])
 
     # -- one epoch ----------------------------------------------------------------------------

@@ -145,3 +145,39 @@ def test_training_beats_nothing_and_the_sampler_sees_every_batch(views_and_image
         bad = feats.copy()
         bad[0, 0] = np.nan
         train_place_embedder(PlaceData(bad, *list(data.__dict__.values())[1:]), cfg, progress=False)
+
+
+def test_a_resumed_run_continues_the_bandit_where_it_stopped(views_and_images):
+    import io
+
+    import torch
+
+    from urbanrepml.tasks.place.task import PlaceConfig, PlaceData, train_place_embedder
+    from urbanrepml.training import TrainHooks
+
+    class Keep(TrainHooks):
+        def __init__(self):
+            self.saved = {}
+
+        def checkpoint(self, state, epoch):
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            self.saved[epoch] = buffer.getvalue()
+
+    frame, images = views_and_images
+    views = views_from_frame(frame)
+    feats = pixel_inputs(images, size=8).reshape(len(images), -1)
+    labels = split_identities(views, "identity", 0.25, 0.25, seed=0).reindex(views.identity).to_numpy()
+    vq, vg = query_gallery(views, labels == "val")
+    data = PlaceData(feats, views.codes, np.flatnonzero(labels == "train"), vq, vg, fingerprints(images, 8).pca)
+    cfg = PlaceConfig(model="place_mlp", model_config={"hidden": "32", "out_dim": 16}, batch_size=16, epochs=3,
+                      n_bands=3, neighbours=9, lr=3e-3, checkpoint_every=1, device="cpu")
+    hooks = Keep()
+    whole = train_place_embedder(data, cfg, hooks, progress=False)
+    at1 = torch.load(io.BytesIO(hooks.saved[1]), weights_only=True)
+    per_epoch = int(np.ceil(len(data.train) / 16))
+    assert sum(at1["task_state"]["sampler"]["pulls"]) == per_epoch
+    resumed = train_place_embedder(data, cfg, progress=False, resume_state=at1)
+    np.testing.assert_array_equal(resumed.task.sampler.pulls, whole.task.sampler.pulls)
+    np.testing.assert_allclose(resumed.task.sampler.rewards, whole.task.sampler.rewards)
+    assert resumed.task.sampler.pulls.sum() == 3 * per_epoch and resumed.fit.best_value == whole.fit.best_value

@@ -46,6 +46,16 @@ class BandSampler:
         self._epoch_pulls[band] += 1
         self._epoch_rewards[band] += reward
 
+    def state_dict(self) -> dict[str, list]:
+        """The run's pulls and summed rewards per band (plain lists: a checkpoint loads with ``weights_only``)."""
+        return {"pulls": self.pulls.tolist(), "rewards": self.rewards.tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        pulls, rewards = np.asarray(state["pulls"], dtype=np.int64), np.asarray(state["rewards"], dtype=np.float64)
+        if pulls.shape != (self.n_bands,) or rewards.shape != (self.n_bands,):
+            raise UrbanReprError(f"the checkpoint's sampler has {len(pulls)} band(s), this run {self.n_bands}")
+        self.pulls, self.rewards = pulls, rewards
+
     def epoch_stats(self) -> dict[str, float]:
         """``band_<b>_pulls`` and ``band_<b>_reward`` (mean; NaN-free: 0 when not pulled) of the epoch; resets it."""
         out = {}

@@ -16,8 +16,8 @@
   (higher is better) - the metric tuning maximises and promotion reads.
 - Per-epoch metrics also hold ``band_<b>_pulls`` and ``band_<b>_reward``.
 
-Known limit: the sampler's statistics are not part of the loop's checkpoint; a resumed run starts
-the bandit afresh.
+- The sampler's run statistics (pulls and rewards per band) are part of every checkpoint
+  (``extra_state``), so a resumed run continues the bandit where it stopped.
 """
 
 from __future__ import annotations
@@ -211,6 +211,12 @@ class PlaceTask:
         out.update(self.sampler.epoch_stats())
         return out
 
+    def extra_state(self) -> dict:
+        return {"sampler": self.sampler.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.sampler.load_state_dict(state["sampler"])
+
     def output(self, model: nn.Module) -> nn.Module:
         return model
 
@@ -223,8 +229,10 @@ class PlaceResult:
 
 
 def train_place_embedder(data: PlaceData, cfg: PlaceConfig, hooks: Hooks | None = None,
-                         progress: bool = True) -> PlaceResult:
-    """Fit a place embedder on ``data`` with ``cfg`` on the project's loop; the best ``val_recall_1`` weights."""
+                         progress: bool = True, resume_state: dict | None = None) -> PlaceResult:
+    """Fit a place embedder on ``data`` with ``cfg`` on the project's loop (from ``resume_state``, a checkpoint,
+    when given); the best ``val_recall_1`` weights."""
     task = PlaceTask(data, cfg)
-    fit = Trainer(task, cfg.loop_config(), params={"task": task.name, **cfg.as_params()}, progress=progress).fit(hooks)
+    fit = Trainer(task, cfg.loop_config(), params={"task": task.name, **cfg.as_params()},
+                  progress=progress).fit(hooks, resume_state)
     return PlaceResult(fit, fit.output, task)
