@@ -230,8 +230,9 @@ class PlaceResult:
 
 def train_place_embedder(data: PlaceData, cfg: PlaceConfig, hooks: Hooks | None = None,
                          progress: bool = True, resume_state: dict | None = None) -> PlaceResult:
-    """Fit a place embedder on ``data`` with ``cfg`` on the project's loop (from ``resume_state``, a checkpoint,
-    when given); the best ``val_recall_1`` weights.
+    """Fit a place embedder on ``data`` with ``cfg`` on the project's loop; the best ``val_recall_1`` weights.
+
+    ``resume_state``: a training checkpoint to continue from (weights, optimiser, sampler statistics).
     """
     task = PlaceTask(data, cfg)
     fit = Trainer(task, cfg.loop_config(), params={"task": task.name, **cfg.as_params()},
