@@ -76,7 +76,7 @@ class Params:
     normalise: str = param("chip", "geoloc_cnn: chip (standardise each band of each chip) or unit (/255)",
                            choices=("chip", "unit"))
     jitter_px: int = param(6, "geoloc_cnn: training windows shifted by up to this many pixels (orientation kept)")
-    context: int = param(16, "pixels of surroundings added on each side of a raster window before it is resized to "
+    context: int = param(32, "pixels of surroundings added on each side of a raster window before it is resized to "
                              "input_px (geoloc_cnn and the pixel baseline; 0: the chip alone; photos are used whole)")
     width: int = param(32, "geoloc_cnn: channels of the first conv block (doubling per block)")
     hidden: int = param(512, "geoloc_head: hidden width (0: linear)")
