@@ -37,6 +37,8 @@ CANDIDATES: dict[str, dict] = {
     "lr003": {"lr": 0.003},
     "lr005": {"lr": 0.005},
     "epochs300": {"epochs": 300},
+    "members8": {"members": 8},
+    "patience40": {"patience": 40},
 }
 
 
