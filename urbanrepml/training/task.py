@@ -17,6 +17,11 @@ owns its data, its model and its losses. Per epoch the loop does::
 the epoch's metrics, which must include the monitored one (``task.monitor``,
 unless the loop config names another).
 
+Optional: ``tie_break`` (the name of a second metric, same direction, that decides
+between epochs tied on the monitored one), and ``extra_state()`` /
+``load_extra_state(state)`` for state the task itself keeps across epochs (e.g. a
+bandit's statistics; plain values, saved in every checkpoint and restored on resume).
+
 Randomness: a task draws from the global ``torch``/``numpy``/``random`` generators
 (seeded by the loop and saved in every checkpoint) or from
 :meth:`urbanrepml.training.distributed.Shard.indices` (a function of seed and
