@@ -198,31 +198,6 @@ def features(index, p: Params) -> tuple[np.ndarray, object, bool]:
 # ---------------------------------------------------------------------------------------------- training
 
 
-class _PruningHooks:
-    """Trial hooks: report ``val_median_km`` per epoch to Optuna and prune when it says so."""
-
-    def __init__(self, trial, run_id: str):
-        from urbanrepml.tracking.checkpoints import MlflowTrainHooks
-
-        self.trial, self.inner = trial, MlflowTrainHooks(run_id, log_best=False)
-
-    def epoch_end(self, epoch, metrics):
-        import optuna
-
-        self.inner.epoch_end(epoch, metrics)
-        self.trial.report(float(metrics["val_median_km"]), epoch)
-        if self.trial.should_prune():
-            self.inner.flush()
-            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
-
-    def best(self, state, epoch): ...
-
-    def checkpoint(self, state, epoch): ...
-
-    def flush(self):
-        self.inner.flush()
-
-
 def build_data(index, rows, lat, lon, p: Params, inputs, thresholds):
     from urbanrepml.tasks.geoloc.task import GeolocData
 
@@ -238,6 +213,7 @@ def tune_and_train(p: Params, data, lat, lon):
     from urbanrepml.tasks.geoloc.search import suggest
     from urbanrepml.tasks.geoloc.task import train_geolocator
     from urbanrepml.tracking import tag
+    from urbanrepml.tracking.checkpoints import TrialHooks
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=p.seed),
@@ -252,7 +228,8 @@ def tune_and_train(p: Params, data, lat, lon):
             mlflow.set_tags({tag("stage"): "geolocate_trial", tag("model"): cfg.model, tag("trial"): str(trial.number)})
             mlflow.log_params({f"trial.{k}": v for k, v in values.items()})
             try:
-                result = train_geolocator(data, classes, cfg, hooks=_PruningHooks(trial, run.info.run_id), progress=False)
+                result = train_geolocator(data, classes, cfg,
+                                          hooks=TrialHooks(trial, run.info.run_id, "val_median_km"), progress=False)
             except optuna.TrialPruned:
                 mlflow.end_run(status="KILLED")
                 raise

@@ -280,32 +280,6 @@ class _PrefixedHooks:
         self.inner.flush()
 
 
-class _PruningHooks:
-    """Trial hooks: report ``val_top10`` per epoch to Optuna and prune when it says so; log metrics to the trial run."""
-
-    def __init__(self, trial, run_id: str):
-        from urbanrepml.tracking.checkpoints import MlflowTrainHooks
-
-        self.trial = trial
-        self.inner = MlflowTrainHooks(run_id, log_best=False)
-
-    def epoch_end(self, epoch, metrics):
-        import optuna
-
-        self.inner.epoch_end(epoch, metrics)
-        self.trial.report(float(metrics["val_top10"]), epoch)
-        if self.trial.should_prune():
-            self.inner.flush()
-            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
-
-    def best(self, state, epoch): ...
-
-    def checkpoint(self, state, epoch): ...
-
-    def flush(self):
-        self.inner.flush()
-
-
 def tune_and_train(p: Params, base: LocencConfig, data):
     """An Optuna study of ``p.tune`` trials (nested runs); returns the best trial's config and result."""
     import mlflow
@@ -314,6 +288,7 @@ def tune_and_train(p: Params, base: LocencConfig, data):
     from urbanrepml.tasks.location.search import parse_families, suggest
     from urbanrepml.tasks.location.task import train_location_encoder
     from urbanrepml.tracking import tag
+    from urbanrepml.tracking.checkpoints import TrialHooks
 
     families = parse_families(p.tune_encoders)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -327,7 +302,8 @@ def tune_and_train(p: Params, base: LocencConfig, data):
             mlflow.set_tags({tag("stage"): "locenc_trial", tag("model"): cfg.encoder, tag("trial"): str(trial.number)})
             mlflow.log_params({f"trial.{k}": v for k, v in values.items()})
             try:
-                result = train_location_encoder(data, cfg, hooks=_PruningHooks(trial, run.info.run_id), progress=False)
+                result = train_location_encoder(data, cfg,
+                                                hooks=TrialHooks(trial, run.info.run_id, "val_top10"), progress=False)
             except optuna.TrialPruned:
                 mlflow.end_run(status="KILLED")
                 raise

@@ -247,31 +247,6 @@ def make_split(p: Params, inputs: PlaceInputs) -> Split:
 # ---------------------------------------------------------------------------------------------- training
 
 
-class _TrialHooks:
-    """Trial hooks: metrics to the trial's run, ``val_recall_1`` reported to Optuna every epoch (pruning)."""
-
-    def __init__(self, trial, run_id: str):
-        from urbanrepml.tracking.checkpoints import MlflowTrainHooks
-
-        self.trial, self.inner = trial, MlflowTrainHooks(run_id, log_best=False)
-
-    def epoch_end(self, epoch, metrics):
-        import optuna
-
-        self.inner.epoch_end(epoch, metrics)
-        self.trial.report(float(metrics["val_recall_1"]), epoch)
-        if self.trial.should_prune():
-            self.inner.flush()
-            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
-
-    def best(self, state, epoch): ...
-
-    def checkpoint(self, state, epoch): ...
-
-    def flush(self):
-        self.inner.flush()
-
-
 def _sample(trial, name, space):
     from urbanrepml.models.registry import Choice, FloatRange, IntRange
 
@@ -293,6 +268,7 @@ def tune_and_train(p: Params, base, data):
     from urbanrepml.models.registry import model_spec
     from urbanrepml.tasks.place.task import PlaceConfig, train_place_embedder
     from urbanrepml.tracking import tag
+    from urbanrepml.tracking.checkpoints import TrialHooks
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=p.seed),
@@ -310,7 +286,8 @@ def tune_and_train(p: Params, base, data):
             mlflow.set_tags({tag("stage"): "placeemb_trial", tag("trial"): str(trial.number)})
             mlflow.log_params({f"trial.{k}": v for k, v in {**values, **training}.items()})
             try:
-                result = train_place_embedder(data, cfg, hooks=_TrialHooks(trial, run.info.run_id), progress=False)
+                result = train_place_embedder(data, cfg,
+                                              hooks=TrialHooks(trial, run.info.run_id, "val_recall_1"), progress=False)
             except optuna.TrialPruned:
                 mlflow.end_run(status="KILLED")
                 raise

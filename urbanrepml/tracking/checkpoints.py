@@ -1,5 +1,6 @@
 """MLflow side of the training loop: batched epoch metrics, checkpoints as artifacts, resuming a run.
 
+- :class:`TrialHooks` wraps them for one Optuna trial (report a metric per epoch, prune).
 - :class:`MlflowTrainHooks` implements the loop's hooks (``epoch_end``, ``best``,
   ``checkpoint``, ``flush``; see ``urbanrepml.training.hooks``) for any task without
   importing the loop. It buffers per-epoch metrics and writes them with one
@@ -99,6 +100,35 @@ class MlflowTrainHooks:
     def best(self, state: dict, epoch: int) -> None:
         if self.log_best:
             _save_artifact(state, BEST_NAME)
+
+
+class TrialHooks:
+    """Hooks of one Optuna trial's training: epoch metrics to its run, ``metric`` reported, pruned on request.
+
+    Epoch metrics go to the trial's run ``run_id`` (no checkpoints); ``metric`` is reported to ``trial`` (an
+    ``optuna.Trial``) every epoch, and ``optuna.TrialPruned`` is raised, metrics flushed first, when the
+    study's pruner says so.
+    """
+
+    def __init__(self, trial, run_id: str, metric: str):
+        self.trial, self.metric = trial, metric
+        self.inner = MlflowTrainHooks(run_id, log_best=False)
+
+    def epoch_end(self, epoch, metrics):
+        self.inner.epoch_end(epoch, metrics)
+        self.trial.report(float(metrics[self.metric]), epoch)
+        if self.trial.should_prune():
+            import optuna
+
+            self.inner.flush()
+            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+    def best(self, state, epoch): ...
+
+    def checkpoint(self, state, epoch): ...
+
+    def flush(self):
+        self.inner.flush()
 
 
 def resume_checks(run_id: str, study_area: str, model: str):
