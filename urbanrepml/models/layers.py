@@ -171,32 +171,36 @@ class _GCNBlockFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, mat, mat_t, p, *params):  # type: ignore[override]
-        hs, masks = [], []
+        # The kept tensors (pre-activations, dropout masks) live in one buffer each, allocated up
+        # front: kept tensors allocated one by one between same-sized transients fragment glibc's
+        # heap, which then holds its peak up to twice over (see urbanrepml.training.memory).
+        L = len(params) // 4
         scale = 1.0 / (1.0 - p) if p > 0 else 1.0
-        for i in range(0, len(params), 4):
-            gamma, beta, weight, bias = params[i:i + 4]
+        hs = x.new_empty((L, *x.shape))
+        masks = torch.empty((L, *x.shape), dtype=torch.bool, device=x.device) if p > 0 else None
+        for layer in range(L):
+            gamma, beta, weight, bias = params[4 * layer:4 * layer + 4]
             n = nn.functional.layer_norm(x, (x.shape[-1],), gamma, beta, 1e-5)
-            h = (mat @ (n @ weight.t())) + bias
+            h = torch.add(mat @ (n @ weight.t()), bias, out=hs[layer])
+            del n
             g = nn.functional.gelu(h)
-            if p > 0:
-                mask = torch.empty_like(h, dtype=torch.bool).bernoulli_(1.0 - p)
-                g = g * mask * scale
-                masks.append(mask)
+            if masks is not None:
+                g = g * masks[layer].bernoulli_(1.0 - p) * scale
             x = x + g
-            hs.append(h)
-        ctx.save_for_backward(x, *hs, *masks, *params)
-        ctx.mat_t, ctx.p, ctx.n_layers = mat_t, p, len(hs)
+        ctx.save_for_backward(x, hs, *(() if masks is None else (masks,)), *params)
+        ctx.mat_t, ctx.p, ctx.n_layers = mat_t, p, L
         return x
 
     @staticmethod
     def backward(ctx, gy):  # type: ignore[override]
         saved = ctx.saved_tensors
         L, p = ctx.n_layers, ctx.p
-        hs = saved[1:1 + L]
-        masks = saved[1 + L:1 + 2 * L] if p > 0 else [None] * L
-        params = saved[1 + (2 if p > 0 else 1) * L:]
+        hs = saved[1]
+        masks = saved[2] if p > 0 else [None] * L
+        params = saved[(3 if p > 0 else 2):]
         scale = 1.0 / (1.0 - p) if p > 0 else 1.0
-        grads: list[Tensor | None] = [None] * len(params)
+        # parameter gradients are written into tensors allocated before the walk, for the same reason
+        grads = [torch.empty_like(t) for t in params]
         x = saved[0].clone()  # walked back layer by layer, in place
         gy = gy.contiguous().clone()
         dim = (x.shape[-1],)
@@ -213,15 +217,17 @@ class _GCNBlockFn(torch.autograd.Function):
             del g
             gh = torch.ops.aten.gelu_backward(dg, h)
             del dg
-            gbias = gh.sum(0)
+            torch.sum(gh, 0, out=grads[4 * layer + 3])
             gu = ctx.mat_t @ gh
             del gh
             n, mean, rstd = torch.native_layer_norm(x, dim, gamma, beta, 1e-5)
-            gweight = gu.t() @ n
+            torch.mm(gu.t(), n, out=grads[4 * layer + 2])
             del n
             gn = gu @ weight
             del gu
             gx, ggamma, gbeta = torch.ops.aten.native_layer_norm_backward(gn, x, dim, mean, rstd, gamma, beta, [True, True, True])
             gy.add_(gx)
-            grads[4 * layer:4 * layer + 4] = [ggamma, gbeta, gweight, gbias]
+            grads[4 * layer].copy_(ggamma)
+            grads[4 * layer + 1].copy_(gbeta)
+            del gx, ggamma, gbeta, mean, rstd
         return (gy, None, None, None, *grads)
