@@ -173,3 +173,36 @@ def test_headline_mean_leaves_count_targets_out():
     assert flat["mean_r2"] == pytest.approx(0.65) and flat["mean_r2_all"] == pytest.approx(0.275)
     only_counts = CVResult({"schools": {"r2": 0.1}}, {"schools": []}, pd.DataFrame(), counts=("schools",))
     assert only_counts.mean_r2 == pytest.approx(0.1)  # every target a count: the headline keeps them
+
+
+def test_each_member_holds_out_its_own_whole_blocks():
+    import h3
+
+    from urbanrepml.areas import h3ops
+    from urbanrepml.tasks.fusion.task import FusionTask
+
+    centre = h3.latlng_to_cell(-30.03, -51.2, 9)
+    cells = np.sort(np.array([h3.str_to_int(c) for c in h3.grid_disk(centre, 30)], dtype=np.uint64))
+    x = np.random.default_rng(0).standard_normal((len(cells), 4)).astype(np.float32)
+    cfg = TrainConfig(members=3, val_fraction=0.3, val_block_resolution=7, hidden_dims=(8,), convs_per_level=1)
+    task = FusionTask(x, cells, cfg, groups=np.array([0, 0, 1, 1]))
+    task.build_model(torch.device("cpu"))
+    train_mask, val_mask = task.batching.train_mask.numpy(), task.batching.val_mask.numpy()
+    assert train_mask.shape == val_mask.shape == (len(cells), 3)
+    np.testing.assert_array_equal(train_mask, ~val_mask)
+    blocks = h3ops.parent_cells(cells, 7)
+    for m in range(3):
+        held, kept = set(blocks[val_mask[:, m]]), set(blocks[~val_mask[:, m]])
+        assert held and kept and not held & kept  # whole blocks
+    assert len({val_mask[:, m].tobytes() for m in range(3)}) == 3  # each member its own draw
+    # a member's validation loss counts its own held-out cells only
+    net = task.build_model(torch.device("cpu")).eval()
+    batch = next(iter(task.val_batches(0, None)))
+    with torch.no_grad():
+        stats = task.val_step(net, batch)
+        outs = net([masked_input(batch.x, batch.val_hidden, task.groups_t)] * 3, batch.hierarchy)
+        own = [masked_losses(o, batch.x, batch.hierarchy, batch.val_hidden, batch.present, task.groups_t,
+                             batch.val_mask[:, m], cfg.visible_weight, cfg.consistency_weight).hidden.item()
+               for m, o in enumerate(outs)]
+    assert stats["cells"] == pytest.approx(val_mask.sum() / 3)
+    assert stats["reconstruction"] == pytest.approx(sum(own) / 3, rel=1e-6)

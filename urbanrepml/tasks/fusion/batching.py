@@ -36,8 +36,8 @@ class FusionBatch:
     Attributes:
         x: ``(n, D)`` inputs of the batch's finest cells.
         hierarchy: the graphs and parent maps over those cells.
-        train_mask: ``(n,)`` bool, rows whose reconstruction is trained on.
-        val_mask: ``(n,)`` bool, rows whose reconstruction is the validation loss.
+        train_mask: ``(n, members)`` bool, rows whose reconstruction each member is trained on.
+        val_mask: ``(n, members)`` bool, rows whose reconstruction is each member's validation loss.
         present: ``(n, M)`` bool, which modalities hold a value for each row.
         val_hidden: ``(n, M)`` bool, the fixed entries hidden for the validation loss.
     """
@@ -120,7 +120,7 @@ class ConeBatching:
         cells = torch.from_numpy(b.cells0).to(self.device)
         centre = torch.from_numpy(b.centre0).to(self.device)
         return FusionBatch(self.x.index_select(0, cells), b.hierarchy.to(self.device),
-                           centre & self.train_mask[cells], centre & self.val_mask[cells],
+                           centre[:, None] & self.train_mask[cells], centre[:, None] & self.val_mask[cells],
                            None if self.present is None else self.present.index_select(0, cells),
                            None if self.val_hidden is None else self.val_hidden.index_select(0, cells))
 

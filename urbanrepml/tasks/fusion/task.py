@@ -12,9 +12,10 @@
   appended; the loss is the MSE on hidden present entries of training cells (+ ``visible_weight``
   x the MSE on visible ones) + ``consistency_weight`` x the cross-resolution consistency.
 - Validation: cells are split by spatial blocks (their parent at ``val_block_resolution``, hashed
-  with the seed; :func:`~urbanrepml.tasks.fusion.split.spatial_split`); the validation loss is the
-  MSE on a fixed, seeded draw of hidden entries of the held-out blocks' cells - values the network
-  does not see in that forward pass - plus the same consistency term. It is the monitored metric.
+  with the seed and the member; :func:`~urbanrepml.tasks.fusion.split.spatial_split`), each member
+  holding out its own blocks; the validation loss is the MSE on a fixed, seeded draw of hidden entries
+  of a member's held-out cells - values the network does not see in that forward pass - plus the
+  same consistency term, averaged over members. It is the monitored metric.
 - Output: the codes of every cell with every modality visible: the concatenated finest outputs
   ``z_0`` of the members, (N, members x embedding_dim) float32.
 """
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 def _stats(losses: list[MaskedLosses], mask: Tensor, visible_weight: float) -> dict[str, float]:
     """Summable stats of one batch (averaged over members): losses as they are, and times the cells they count."""
     k = len(losses)
-    n = float(mask.sum())
+    n = float(mask.sum()) / mask.shape[1]  # cells per member
     rec = sum(x.hidden.item() for x in losses) / k
     vis = sum(x.visible.item() for x in losses) / k
     return {"loss": sum(x.total.item() for x in losses) / k, "reconstruction": rec,
@@ -105,7 +106,9 @@ class FusionTask:
         cfg = self.cfg
         levels = cell_levels(self.cells, cfg.resolutions, with_edges=self.batching.with_edges)
         x = torch.from_numpy(np.ascontiguousarray(self.x, dtype=np.float32)).to(device)
-        val = torch.from_numpy(spatial_split(self.cells, cfg.block_resolution, cfg.val_fraction, cfg.seed)).to(device)
+        # each member holds out its own blocks (independent draws): the others train on them
+        val = torch.from_numpy(np.stack([spatial_split(self.cells, cfg.block_resolution, cfg.val_fraction,
+                                                       cfg.seed * 1_000 + m) for m in range(cfg.members)], 1)).to(device)
         present = torch.from_numpy(self.present).to(device)
         gen = torch.Generator().manual_seed(10_007 + int(cfg.seed))  # the same validation draw every epoch
         val_hidden = draw_hidden(len(self.cells), self.n_modalities, cfg.mask_modality, cfg.mask_cell, gen, device)
@@ -123,10 +126,12 @@ class FusionTask:
         return self.batching.batches(epoch, shard)
 
     def _losses(self, net: nn.Module, batch: FusionBatch, hiddens: list[Tensor], rows: Tensor) -> list[MaskedLosses]:
+        """Each member's losses on its own ``rows`` (a column of the ``(n, members)`` mask)."""
         cfg = self.cfg
         outs = net([masked_input(batch.x, h, self.groups_t) for h in hiddens], batch.hierarchy)
-        return [masked_losses(o, batch.x, batch.hierarchy, h, batch.present, self.groups_t, rows, cfg.visible_weight,
-                              cfg.consistency_weight) for o, h in zip(outs, hiddens, strict=True)]
+        return [masked_losses(o, batch.x, batch.hierarchy, h, batch.present, self.groups_t, rows[:, m],
+                              cfg.visible_weight, cfg.consistency_weight)
+                for m, (o, h) in enumerate(zip(outs, hiddens, strict=True))]
 
     def train_step(self, net: nn.Module, batch: FusionBatch) -> tuple[Tensor, dict[str, float]]:
         cfg = self.cfg
