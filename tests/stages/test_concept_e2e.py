@@ -160,3 +160,27 @@ def test_stage0_aligns_with_a_registered_location_encoder(concept_rig, capsys, t
                                           "--location_encoder", stage1)
     assert "location_encoder must be" in _fails(capsys, "concept_stage0", "--dataset", "tiny", "--location_encoder", "satclip")
     assert len(_runs("concept_stage0")) == n
+
+
+def test_bigearthnet_patches_join_the_photos(concept_rig, capsys):
+    """The six BigEarthNet patches beside hand-labelled photos: one index, one hierarchy, countries by coordinates."""
+    from urbanrepml.images import read_index
+    from urbanrepml.stages.images import index_path
+
+    root, csv = concept_rig
+    _cli("concepts", "--name", "mixed", "--naip", "", "--photos", str(csv), "--bigearthnet", "true")
+    frame = read_index(index_path("mixed")).frame
+    ben = frame[frame.index.str.startswith("S2")]
+    assert len(frame) == 48 + 6 and len(ben) == 6
+    assert sorted(ben["country"].unique()) == ["AT", "FI", "IE", "PT"]
+    assert set(ben["parent_concept"]) == {"agricultural_areas", "forest_and_semi_natural_areas"}
+    assert frame["split"].notna().all()
+    import mlflow
+
+    run = mlflow.search_runs(experiment_names=["urbanrepml-images-mixed"]).iloc[0]
+    assert run["params.bigearthnet"] == "True" and run["metrics.images"] == 54
+
+
+def test_concepts_without_a_source_is_refused(concept_rig, capsys):
+    line = _fails(capsys, "concepts", "--name", "empty", "--naip", "", "--photos", "")
+    assert "give naip, photos or bigearthnet" in line

@@ -580,12 +580,13 @@ def run_pipeline(p: PipelineParams) -> str:
     if int(p.min_samples_per_cell) <= 0:
         raise UrbanReprError(f"parameter min_samples_per_cell must be >= 1, got {p.min_samples_per_cell}")
     with _start("concept_pipeline", name, p) as run:
-        if build:  # the bundled dataset: NAIP chips with spectral-rule concepts + the hand-labelled OpenSfM photos
+        if build:  # the bundled dataset: NAIP chips with spectral-rule concepts, BigEarthNet's example
+            # patches with CORINE concepts and the hand-labelled OpenSfM photos
             from urbanrepml.stages.concepts import Params as ConceptsParams
             from urbanrepml.stages.concepts import run_concepts
 
             photos = BUNDLED_PHOTOS if BUNDLED_PHOTOS.is_file() else None
-            run_concepts(ConceptsParams(name=DEFAULT_DATASET, photos=str(photos) if photos else None))
+            run_concepts(ConceptsParams(name=DEFAULT_DATASET, photos=str(photos) if photos else None, bigearthnet=True))
         r0 = run_stage0(Stage0Params(dataset=p.dataset, encoder=p.encoder, input_size=p.input_size,
                                      trainable_blocks=p.trainable_blocks, location_encoder=p.location_encoder,
                                      min_samples_per_cell=p.min_samples_per_cell, epochs=p.epochs0, seed=p.seed))

@@ -1,11 +1,14 @@
 """The ``concepts`` stage: build a concept-geolocation dataset from real imagery and hand labels.
 
-Sources (either or both):
+Sources (any of them):
 
 - ``naip``: a registered chips dataset (default ``naip_north_dakota``) cut into ``chip_px`` chips; each chip's
   meta/parent concept comes from its own bands by the spectral rules of
   :mod:`urbanrepml.sources.imagery.concept_rules` (NDVI, NDWI). ``places`` > 0 keeps that many chip
   places (identities, picked by a stable hash) in every year; 0 keeps all.
+- ``bigearthnet``: BigEarthNet's six example Sentinel-2 patches (shipped in the ``bigearthnet-common``
+  wheel), concepts from their CORINE labels (level 3 under level 1); see
+  :mod:`urbanrepml.sources.imagery.bigearthnet`.
 - ``photos``: a concept CSV (``pano_id, image_path, meta_name, parent_concept, country, lat, lng, note``);
   an ``image_path`` whose first folder is a registered dataset name (``opensfm_lund/01.jpg``) is read
   from that dataset, others relative to the CSV.
@@ -41,6 +44,7 @@ class Params:
     chip_px: int = param(32, "chip side in pixels")
     places: int = param(150, "chip places kept in every year (0: all)")
     photos: str | None = param(None, "a hand-labelled concept CSV to add (empty: none)")
+    bigearthnet: bool = param(False, "add BigEarthNet's six example Sentinel-2 patches (CORINE concepts)")
     split: str = param("concept", "concept (stratified by meta concept) or time", choices=("concept", "time"))
     ratios: str = param("0.7,0.15,0.15", "split concept: train,val,test shares")
     train_until: str = param("2016", "split time: last year of training")
@@ -112,13 +116,18 @@ def run_concepts(p: Params):
     from urbanrepml.tracking import stage_run
 
     name = clean_name(p.name)
-    if not p.naip and not p.photos:
-        raise UrbanReprError("give naip, photos or both: the dataset would be empty")
+    if not p.naip and not p.photos and not p.bigearthnet:
+        raise UrbanReprError("give naip, photos or bigearthnet: the dataset would be empty")
     parts = []
     if p.naip:
         parts.append(naip_rows(p.naip, p.chip_px, p.places, p.seed))
     if p.photos:
         parts.append(photo_rows(p.photos))
+    if p.bigearthnet:
+        from urbanrepml.paths import cache_dir
+        from urbanrepml.sources.imagery.bigearthnet import bigearthnet_rows
+
+        parts.append(bigearthnet_rows(cache_dir() / "bigearthnet"))
     frame = pd.concat(parts)
     if frame.index.has_duplicates:
         raise UrbanReprError(f"image ids repeat across the sources, e.g. {list(frame.index[frame.index.duplicated()][:2])}")
@@ -144,7 +153,8 @@ def run_concepts(p: Params):
                           **({"identity": frame["identity"].tolist()} if "identity" in frame.columns else {}))
         out["split"] = text_column(frame["split"], out.index)
         meta = IndexMeta(dataset=name, source_kind="concepts", producer_run_id=run.info.run_id,
-                         extra={"naip": p.naip or "", "photos": p.photos or "", "split": p.split})
+                         extra={"naip": p.naip or "", "photos": p.photos or "",
+                                "bigearthnet": str(p.bigearthnet).lower(), "split": p.split})
         index = ImageIndex(frame=out, meta=meta, root=None)
         final = index_path(name)
         csv = final.parent / "concepts.csv"
