@@ -52,7 +52,13 @@ def _prepare(image: np.ndarray, size: int, mean, std):
     import torch.nn.functional as F
 
     rgb = image[:, :, :3] if image.ndim == 3 and image.shape[2] >= 3 else np.repeat(image.reshape(*image.shape[:2], 1)[:, :, :1], 3, 2)
-    x = torch.from_numpy(np.ascontiguousarray(rgb.astype(np.float32) / 255.0)).permute(2, 0, 1)[None]
+    if rgb.dtype == np.uint8:  # as training reads pixels (urbanrepml.models.encoders.preprocess.to_unit_rgb)
+        unit = rgb.astype(np.float32) / 255.0
+    else:  # other dtypes (e.g. 16-bit reflectance): the image's own 2-98 percentile stretch
+        vals = rgb.astype(np.float32)
+        lo, hi = np.percentile(vals, [2, 98]) if vals.size else (0.0, 1.0)
+        unit = np.clip((vals - lo) / max(float(hi - lo), 1e-9), 0.0, 1.0).astype(np.float32)
+    x = torch.from_numpy(np.ascontiguousarray(unit)).permute(2, 0, 1)[None]
     h, w = x.shape[2], x.shape[3]
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
