@@ -160,3 +160,19 @@ def test_dinov2_tiny_random_model(tiny_dinov2):
     assert enc.weights_digest == get_encoder("dinov2", weights=str(tiny_dinov2), input_size=56).weights_digest
     with pytest.raises(UrbanReprError, match="input_size 50 is not a multiple of the patch size 14; use e.g. 42"):
         get_encoder("dinov2", weights=str(tiny_dinov2), input_size=50)
+
+
+def test_bands_pick_the_colour_infrared_composite():
+    from urbanrepml.models.encoders.preprocess import parse_bands, to_unit_rgb
+
+    assert parse_bands("1,2,3") is None and parse_bands("4,1,2") == (3, 0, 1)
+    for bad in ("1,2", "0,1,2", "a,b,c", "1,2,3,4"):
+        with pytest.raises(ValueError, match="three 1-based band numbers"):
+            parse_bands(bad)
+    image = np.zeros((2, 2, 4), dtype=np.uint8)
+    image[..., 0], image[..., 1], image[..., 2], image[..., 3] = 10, 20, 30, 200  # R, G, B, NIR
+    cir = to_unit_rgb(image, (3, 0, 1)) * 255
+    np.testing.assert_allclose(cir[0, 0], [200, 10, 20], atol=1e-4)  # NIR, red, green
+    np.testing.assert_allclose(to_unit_rgb(image)[0, 0] * 255, [10, 20, 30], atol=1e-4)
+    with pytest.raises(ValueError, match="has 3 band"):
+        to_unit_rgb(image[..., :3], (3, 0, 1))

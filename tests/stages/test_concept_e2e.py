@@ -184,3 +184,14 @@ def test_bigearthnet_patches_join_the_photos(concept_rig, capsys):
 def test_concepts_without_a_source_is_refused(concept_rig, capsys):
     line = _fails(capsys, "concepts", "--name", "empty", "--naip", "", "--photos", "")
     assert "give naip, photos or bigearthnet" in line
+
+
+def test_bands_the_images_lack_are_refused(concept_rig, capsys):
+    before = len(_runs("concept_stage0"))
+    line = _fails(capsys, "concept_stage0", "--dataset", "tiny", *FAST, "--bands", "4,1,2", "--epochs", "1")
+    assert "the image has 3 band(s); bands asks for band 4" in line
+    runs = _runs("concept_stage0")
+    assert len(runs) == before + 1 and runs.sort_values("start_time").iloc[-1]["status"] == "FAILED"
+    line = _fails(capsys, "concept_stage0", "--dataset", "tiny", *FAST, "--bands", "1,2", "--epochs", "1")
+    assert "bands must be three 1-based band numbers" in line
+    assert _versions() == 1

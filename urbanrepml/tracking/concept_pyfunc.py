@@ -34,12 +34,16 @@ def _bad(message: str) -> MlflowException:
 
 
 def _load_pixels(path: str, window) -> np.ndarray:
-    if window is not None and isinstance(window, str) and window.strip():
+    """``(H, W, bands)`` in the file's dtype: a GeoTIFF (or its window) through rasterio, other images as RGB."""
+    has_window = window is not None and isinstance(window, str) and window.strip()
+    if has_window or Path(path).suffix.lower() in (".tif", ".tiff"):
         import rasterio
         from rasterio.windows import Window
 
-        c, r, w, h = (int(v) for v in window.split(","))
         with rasterio.open(path) as src:
+            if not has_window:
+                return np.moveaxis(src.read(), 0, -1)
+            c, r, w, h = (int(v) for v in window.split(","))
             return np.moveaxis(src.read(window=Window(c, r, w, h)), 0, -1)
     from PIL import Image
 
@@ -47,11 +51,18 @@ def _load_pixels(path: str, window) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def _prepare(image: np.ndarray, size: int, mean, std):
+def _prepare(image: np.ndarray, size: int, mean, std, bands=None):
     import torch
     import torch.nn.functional as F
 
-    rgb = image[:, :, :3] if image.ndim == 3 and image.shape[2] >= 3 else np.repeat(image.reshape(*image.shape[:2], 1)[:, :, :1], 3, 2)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if bands is not None:  # the bands training read as R, G, B
+        if max(bands) >= image.shape[2]:
+            raise ValueError(f"the image has {image.shape[2]} band(s); the model reads band {max(bands) + 1}")
+        rgb = image[:, :, list(bands)]
+    else:
+        rgb = image[:, :, :3] if image.shape[2] >= 3 else np.repeat(image[:, :, :1], 3, 2)
     if rgb.dtype == np.uint8:  # as training reads pixels (urbanrepml.models.encoders.preprocess.to_unit_rgb)
         unit = rgb.astype(np.float32) / 255.0
     else:  # other dtypes (e.g. 16-bit reflectance): the image's own 2-98 percentile stretch
@@ -98,7 +109,7 @@ class ConceptGeoModel(mlflow.pyfunc.PythonModel):
         size, mean, std = int(m["input_size"]), m["mean"], m["std"]
         windows = model_input["window"] if "window" in model_input.columns else [None] * len(model_input)
         try:
-            x = torch.stack([_prepare(_load_pixels(str(p), w), size, mean, std)
+            x = torch.stack([_prepare(_load_pixels(str(p), w), size, mean, std, m.get("bands"))
                              for p, w in zip(model_input["path"], windows, strict=True)])
         except (OSError, ValueError) as exc:
             raise _bad(f"cannot read an input image: {exc}") from None

@@ -65,11 +65,14 @@ class SplitBackbone(nn.Module):
         trainable_blocks: blocks of the top (>= 1).
         input_size: encoder input side (None: the encoder's default).
         weights: weights file of the encoder (None: its own).
+        bands: the image bands read as the encoder's R, G, B (0-based; None: the first three), see
+            :mod:`urbanrepml.models.encoders.preprocess`.
     """
 
     def __init__(self, encoder: str = "efficientnet_lite0", trainable_blocks: int = 2, input_size: int | None = None,
-                 weights: str | None = None):
+                 weights: str | None = None, bands: tuple[int, int, int] | None = None):
         super().__init__()
+        self.bands = None if bands is None else tuple(int(b) for b in bands)
         enc = get_encoder(encoder, weights=weights, input_size=input_size)
         self.encoder_name, self.input_size = encoder, enc.input_size
         self.mean, self.std = enc.mean, enc.std
