@@ -27,3 +27,29 @@ def test_pyfunc_pixels_match_training(dtype, bands):
     if dtype == np.uint16:  # stretched to the unit range, not divided by 255
         unit = served * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
         assert 0.0 <= float(unit.min()) and float(unit.max()) <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("cache_bytes", [1 << 30, 0])  # the scene read once and kept, or read window by window
+def test_windows_with_context_match_between_training_and_pyfunc(tmp_path, cache_bytes):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from urbanrepml.sources.imagery.decode import ImageLoader
+    from urbanrepml.tracking.concept_pyfunc import _load_pixels
+
+    scene = np.random.default_rng(1).integers(1, 255, size=(4, 40, 50)).astype(np.uint8)
+    path = tmp_path / "scene.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=50, height=40, count=4, dtype="uint8", crs="EPSG:4326",
+                       transform=from_origin(10.0, 50.0, 1e-4, 1e-4)) as dst:
+        dst.write(scene)
+    loader = ImageLoader(max_cache_bytes=cache_bytes)
+    for window in [(0, 0, 16, 16), (20, 10, 16, 16), (34, 24, 16, 16)]:  # corner, inside, the far corner
+        trained = loader.load(str(path), window, context=8)
+        served = _load_pixels(str(path), ",".join(map(str, window)), 8)
+        assert trained.shape == served.shape == (32, 32, 4)
+        np.testing.assert_array_equal(trained, served)
+        c, r, w, h = window
+        np.testing.assert_array_equal(trained[8:24, 8:24], scene[:, r:r + h, c:c + w].transpose(1, 2, 0))
+    corner = loader.load(str(path), (0, 0, 16, 16), context=8)
+    assert (corner[:8] == 0).all() and (corner[:, :8] == 0).all()  # zeros beyond the scene's edge
+    np.testing.assert_array_equal(corner[8:, 8:], scene[:, :24, :24].transpose(1, 2, 0))

@@ -36,6 +36,7 @@ from urbanrepml.stages.base import Stage
 DEFAULT_DATASET = "naip_concepts"
 BANDS_HELP = ("image bands read as the encoder's red, green, blue (1-based); 4,1,2 = colour infrared "
               "(NIR, red, green) of R, G, B, NIR imagery such as NAIP")
+CONTEXT_HELP = "pixels of surroundings added on each side of a raster chip before it is resized (photos: none)"
 # hand-labelled OpenSfM photos (Lund, Berlin) that join the NAIP chips in the bundled dataset
 BUNDLED_PHOTOS = Path(__file__).resolve().parents[2] / "tests" / "data" / "concepts" / "opensfm_concepts.csv"
 MODES = ("both", "concept_only", "image_only")
@@ -49,6 +50,7 @@ class Stage0Params:
     encoder: str = param("efficientnet_lite0", "image encoder", choices=("efficientnet_lite0", "small_cnn"))
     input_size: int = param(96, "encoder input side in pixels")
     bands: str = param("1,2,3", BANDS_HELP)
+    context: int = param(0, CONTEXT_HELP)
     trainable_blocks: int = param(2, "top encoder blocks trained in stage 0 (the rest frozen, features cached)")
     location_encoder: str = param("geoclip", "frozen location encoder: geoclip (pretrained), rff (fixed features), or "
                                              "a registered location encoder's URI, e.g. models:/urbanrepml-locenc-<scope>@champion")
@@ -124,6 +126,7 @@ class PipelineParams:
     encoder: str = param("efficientnet_lite0", "image encoder", choices=("efficientnet_lite0", "small_cnn"))
     input_size: int = param(96, "encoder input side in pixels")
     bands: str = param("1,2,3", BANDS_HELP)
+    context: int = param(0, CONTEXT_HELP)
     trainable_blocks: int = param(2, "top encoder blocks trained in stage 0")
     location_encoder: str = param("geoclip", "frozen location encoder of stage 0: geoclip, rff or a locenc model URI")
     min_samples_per_cell: int = param(50, "semantic geocells: training samples per cell")
@@ -233,7 +236,7 @@ def _backbone_from(ckpt0: dict):
 
     bands = ckpt0.get("bands")
     b = SplitBackbone(ckpt0["encoder"], ckpt0["trainable_blocks"], ckpt0["input_size"],
-                      bands=None if bands is None else tuple(bands))
+                      bands=None if bands is None else tuple(bands), context=int(ckpt0.get("context", 0)))
     if b.weights_digest != ckpt0["weights_digest"]:
         raise UrbanReprError("the stage-0 model was trained on other encoder weights than the installed ones")
     b.top.load_state_dict(ckpt0["top"])
@@ -316,7 +319,7 @@ def run_stage0(p: Stage0Params) -> str:
     location = check_location_encoder(p.location_encoder)  # a wrong URI fails before any run
     path, data = _load(p.dataset, p.min_samples_per_cell, p.countries, p.seed)
     name = data.index.meta.dataset
-    backbone = SplitBackbone(p.encoder, p.trainable_blocks, p.input_size, bands=_bands(p.bands))
+    backbone = SplitBackbone(p.encoder, p.trainable_blocks, p.input_size, bands=_bands(p.bands), context=p.context)
     with _start("concept_stage0", name, p) as run:
         start = time.perf_counter()
         _common_logs(path, data, name)
@@ -333,7 +336,7 @@ def run_stage0(p: Stage0Params) -> str:
         result = _fit(task, cfg, run.info.run_id)
         out = result.output
         ckpt = {"stage": 0, "dataset": name, "encoder": p.encoder, "input_size": backbone.input_size,
-                "bands": None if backbone.bands is None else list(backbone.bands),
+                "bands": None if backbone.bands is None else list(backbone.bands), "context": backbone.context,
                 "trainable_blocks": p.trainable_blocks, "weights_digest": backbone.weights_digest,
                 "hierarchy": data.hierarchy.to_dict(), "hierarchy_digest": data.hierarchy.digest,
                 "split_digest": data.split_digest, "config": asdict(cfg), "location_encoder": p.location_encoder,
@@ -553,7 +556,7 @@ def run_stage2(p: Stage2Params) -> str:
                     "parents": list(data.hierarchy.parents), "centres": data.geocells.centres.tolist(),
                     "offset_scale": tasks[p.mode].offset_scale, "input_size": backbone.input_size,
                     "mean": list(backbone.mean), "std": list(backbone.std), "grid": backbone.grid,
-                    "bands": None if backbone.bands is None else list(backbone.bands),
+                    "bands": None if backbone.bands is None else list(backbone.bands), "context": backbone.context,
                     "split_digest": data.split_digest, "test_median_km": float(main["median_km"])}
             log_concept_model(meta, network=net_path, family=family.name)
         mlflow.log_metric("seconds", time.perf_counter() - start)
@@ -604,7 +607,7 @@ def run_pipeline(p: PipelineParams) -> str:
 
             photos = BUNDLED_PHOTOS if BUNDLED_PHOTOS.is_file() else None
             run_concepts(ConceptsParams(name=DEFAULT_DATASET, photos=str(photos) if photos else None, bigearthnet=True))
-        r0 = run_stage0(Stage0Params(dataset=p.dataset, encoder=p.encoder, input_size=p.input_size, bands=p.bands,
+        r0 = run_stage0(Stage0Params(dataset=p.dataset, encoder=p.encoder, input_size=p.input_size, bands=p.bands, context=p.context,
                                      trainable_blocks=p.trainable_blocks, location_encoder=p.location_encoder,
                                      min_samples_per_cell=p.min_samples_per_cell, epochs=p.epochs0, seed=p.seed))
         r1 = run_stage1(Stage1Params(dataset=p.dataset, stage0=f"runs:/{r0}/model", epochs=p.epochs1,

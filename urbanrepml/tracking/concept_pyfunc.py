@@ -33,8 +33,12 @@ def _bad(message: str) -> MlflowException:
     return MlflowException(message, error_code="INVALID_PARAMETER_VALUE")
 
 
-def _load_pixels(path: str, window) -> np.ndarray:
-    """``(H, W, bands)`` in the file's dtype: a GeoTIFF (or its window) through rasterio, other images as RGB."""
+def _load_pixels(path: str, window, context: int = 0) -> np.ndarray:
+    """``(H, W, bands)`` pixels in the file's dtype.
+
+    A GeoTIFF (or its window, widened by ``context`` pixels on each side, zeros beyond the scene) is read
+    through rasterio; other images as RGB.
+    """
     has_window = window is not None and isinstance(window, str) and window.strip()
     if has_window or Path(path).suffix.lower() in (".tif", ".tiff"):
         import rasterio
@@ -44,6 +48,9 @@ def _load_pixels(path: str, window) -> np.ndarray:
             if not has_window:
                 return np.moveaxis(src.read(), 0, -1)
             c, r, w, h = (int(v) for v in window.split(","))
+            if context > 0:
+                win = Window(c - context, r - context, w + 2 * context, h + 2 * context)
+                return np.moveaxis(src.read(window=win, boundless=True, fill_value=0), 0, -1)
             return np.moveaxis(src.read(window=Window(c, r, w, h)), 0, -1)
     from PIL import Image
 
@@ -109,7 +116,7 @@ class ConceptGeoModel(mlflow.pyfunc.PythonModel):
         size, mean, std = int(m["input_size"]), m["mean"], m["std"]
         windows = model_input["window"] if "window" in model_input.columns else [None] * len(model_input)
         try:
-            x = torch.stack([_prepare(_load_pixels(str(p), w), size, mean, std, m.get("bands"))
+            x = torch.stack([_prepare(_load_pixels(str(p), w, int(m.get("context", 0))), size, mean, std, m.get("bands"))
                              for p, w in zip(model_input["path"], windows, strict=True)])
         except (OSError, ValueError) as exc:
             raise _bad(f"cannot read an input image: {exc}") from None

@@ -67,12 +67,17 @@ class SplitBackbone(nn.Module):
         weights: weights file of the encoder (None: its own).
         bands: the image bands read as the encoder's R, G, B (0-based; None: the first three), see
             :mod:`urbanrepml.models.encoders.preprocess`.
+        context: pixels of surroundings added on each side of a raster window before it is resized
+            (zeros beyond the scene; photos are read whole).
     """
 
     def __init__(self, encoder: str = "efficientnet_lite0", trainable_blocks: int = 2, input_size: int | None = None,
-                 weights: str | None = None, bands: tuple[int, int, int] | None = None):
+                 weights: str | None = None, bands: tuple[int, int, int] | None = None, context: int = 0):
         super().__init__()
         self.bands = None if bands is None else tuple(int(b) for b in bands)
+        if int(context) < 0:
+            raise UrbanReprError(f"context must be >= 0 pixels, got {context}")
+        self.context = int(context)
         enc = get_encoder(encoder, weights=weights, input_size=input_size)
         self.encoder_name, self.input_size = encoder, enc.input_size
         self.mean, self.std = enc.mean, enc.std

@@ -4,7 +4,8 @@
   A raster scene is read whole on first use and kept (up to ``max_cache_bytes``), so cutting its
   many chips costs one read; larger scenes are read window by window. JPEGs are decoded at a
   reduced scale when ``min_side`` allows it (Pillow's draft mode), which is much faster on big
-  photos; EXIF orientation is applied.
+  photos; EXIF orientation is applied. ``context`` > 0 widens a raster window by that many pixels on
+  each side, zeros beyond the scene's edge (photos and whole files are read as they are).
 - :func:`iter_batches` runs a function over items in a thread pool and yields results in order,
   batch by batch, keeping only a few batches in flight (bounded memory).
 
@@ -43,7 +44,7 @@ class ImageLoader:
         self._cached_bytes = 0
 
     def load(self, path: str, window: tuple[int, int, int, int] | None = None, *, min_side: int | None = None,
-             name: str | None = None) -> np.ndarray:
+             name: str | None = None, context: int = 0) -> np.ndarray:
         """``(H, W, bands)`` pixels of ``path`` (or of ``window`` = (col_off, row_off, width, height) in it).
 
         Args:
@@ -51,8 +52,11 @@ class ImageLoader:
             window: A pixel window of a raster scene, or None for the whole file.
             min_side: The smallest side the caller needs; photos may be decoded at a reduced scale down to it.
             name: The image id, for messages.
+            context: Pixels added on each side of ``window`` (zeros beyond the scene).
         """
         try:
+            if window is not None and context > 0:
+                return self._boundless(path, window, int(context))
             if window is not None:
                 return self._window(path, window)
             if Path(path).suffix.lower() in RASTER_SUFFIXES:
@@ -73,6 +77,27 @@ class ImageLoader:
         if row + h > scene.shape[1] or col + w > scene.shape[2]:
             raise ValueError(f"window {window} lies outside the {scene.shape[2]}x{scene.shape[1]} px scene")
         return np.ascontiguousarray(scene[:, row:row + h, col:col + w].transpose(1, 2, 0))
+
+    def _boundless(self, path: str, window: tuple[int, int, int, int], context: int) -> np.ndarray:
+        col, row, w, h = window
+        scene = self._scene(path)
+        if scene is None:
+            import rasterio
+            from rasterio.windows import Window
+
+            with rasterio.open(path) as src:
+                data = src.read(window=Window(col - context, row - context, w + 2 * context, h + 2 * context),
+                                boundless=True, fill_value=0)
+            return np.ascontiguousarray(data.transpose(1, 2, 0))
+        bands, height, width = scene.shape
+        if row + h > height or col + w > width:
+            raise ValueError(f"window {window} lies outside the {width}x{height} px scene")
+        out = np.zeros((h + 2 * context, w + 2 * context, bands), dtype=scene.dtype)
+        r0, c0 = row - context, col - context
+        rs, cs = max(r0, 0), max(c0, 0)
+        re, ce = min(r0 + h + 2 * context, height), min(c0 + w + 2 * context, width)
+        out[rs - r0:re - r0, cs - c0:ce - c0] = scene[:, rs:re, cs:ce].transpose(1, 2, 0)
+        return out
 
     def _scene(self, path: str) -> np.ndarray | None:
         """The whole scene (bands, H, W), read once; None when it does not fit in the cache."""

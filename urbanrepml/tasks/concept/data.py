@@ -110,7 +110,7 @@ def stem_features(index: ImageIndex, backbone, *, batch_size: int = 64, workers:
     from urbanrepml.sources.imagery.decode import ImageLoader, iter_batches
 
     key = hashlib.sha256(f"{_images_key(index)}|{backbone.encoder_name}|{backbone.weights_digest}|"
-                         f"{backbone.input_size}|{backbone.trainable_blocks}|{backbone.bands}".encode()).hexdigest()[:32]
+                         f"{backbone.input_size}|{backbone.trainable_blocks}|{backbone.bands}|{backbone.context}".encode()).hexdigest()[:32]
     path = cache_dir() / "concept_stem" / f"{backbone.encoder_name}-{key}.npy"
     if use_cache and path.is_file():
         arr = np.load(path)
@@ -123,7 +123,8 @@ def stem_features(index: ImageIndex, backbone, *, batch_size: int = 64, workers:
     def decode(item):
         image_id, p, window = item
         try:
-            return prepare(loader.load(p, window, min_side=size, name=image_id), size, mean, std, backbone.bands)
+            pixels = loader.load(p, window, min_side=size, name=image_id, context=backbone.context)
+            return prepare(pixels, size, mean, std, backbone.bands)
         except ValueError as exc:
             raise UrbanReprError(f"image {image_id}: {exc}") from None
 
