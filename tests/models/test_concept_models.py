@@ -48,6 +48,26 @@ def test_geo_head_shapes(mode):
     assert cells.shape == (5, 7) and off.shape == (5, 3) and attn.shape == (5, 9)
 
 
+@pytest.mark.parametrize("mode,sees_concept,sees_image", [("both", True, True), ("concept_only", True, False),
+                                                       ("image_only", False, True)])
+def test_geo_head_inputs_per_mode(mode, sees_concept, sees_image):
+    """What each ablation reads: ``both`` the concept embedding and the patches, the others one of them."""
+    torch.manual_seed(0)
+    head = ConceptGeoHead(16, 24, 7, heads=4, mode=mode).eval()
+    concept, tokens = torch.randn(5, 16), torch.randn(5, 9, 24)
+    with torch.no_grad():
+        base = head(concept, tokens)[0]
+        other_concept = head(torch.randn(5, 16), tokens)[0]
+        other_tokens = head(concept, torch.randn(5, 9, 24))[0]
+    assert (not torch.allclose(base, other_concept)) == sees_concept
+    assert (not torch.allclose(base, other_tokens)) == sees_image
+    if mode == "both":  # the mean patch alone already reaches the heads (as in image_only), not only through attention
+        head.attn.out_proj.weight.data.zero_()
+        head.attn.out_proj.bias.data.zero_()
+        with torch.no_grad():
+            assert not torch.allclose(head(concept, tokens)[0], head(concept, torch.randn(5, 9, 24))[0])
+
+
 def test_geo_head_refuses_bad_settings():
     with pytest.raises(UrbanReprError, match="mode"):
         ConceptGeoHead(16, 24, 7, mode="nope")

@@ -8,8 +8,9 @@ Shapes (B images, D_img pooled/token width, D concept width, M metas, P parents,
   prototypes ``normalise(proj(base + residual))`` times a clamped learnable scale, plus a per-class bias.
 - :class:`ConceptGeoHead`: concept embedding (B, D) + patch tokens (B, T, D_img) -> geocell logits (B, K),
   offsets (B, 3) and attention (B, T) (stage 2). ``mode`` is the ablation: ``both`` (the concept embedding
-  queries the patches; the answer and the concept embedding feed the heads), ``concept_only`` (the concept
-  embedding alone), ``image_only`` (the mean patch queries the patches; no concept input).
+  queries the patches; the answer, the concept embedding and the mean patch feed the heads, so ``both``
+  sees everything ``image_only`` sees), ``concept_only`` (the concept embedding alone), ``image_only``
+  (the mean patch queries the patches; the answer and the mean patch feed the heads; no concept input).
 """
 
 from __future__ import annotations
@@ -119,12 +120,14 @@ class ConceptGeoHead(nn.Module):
             h = self.norm2(concept)
             return self.cell_head(h), self.offset_head(h), torch.full((b, t), 1.0 / t, device=tokens.device)
         patches = self.patch_proj(tokens)
-        query = self.query_norm(concept if self.mode == "both" else patches.mean(dim=1))
+        image = patches.mean(dim=1)
+        query = self.query_norm(concept if self.mode == "both" else image)
         attended, weights = self.attn(query[:, None, :], patches, patches, need_weights=True, average_attn_weights=True)
         attended = attended[:, 0]
         if self.gate is not None:
             g = torch.sigmoid(self.gate(torch.cat([query, attended], dim=-1)))
             attended = g * attended
-        h = self.norm1(query + attended)
+        base = query + self.query_norm(image) if self.mode == "both" else query
+        h = self.norm1(base + attended)
         h = self.norm2(h + self.ffn(h))
         return self.cell_head(h), self.offset_head(h), weights[:, 0]
