@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -39,6 +40,7 @@ CANDIDATES: dict[str, dict] = {
     "epochs300": {"epochs": 300},
     "members8": {"members": 8},
     "patience40": {"patience": 40},
+    "code_ringconcat": {"embedding": "code_ringconcat"},
 }
 
 
@@ -96,15 +98,18 @@ def main(argv=None) -> None:
                     rows.append({"candidate": f"baseline {b} ({params.transform}, {params.join})", "train_seed": -1,
                                  "fold_seed": fs, "mean_r2": cv.mean_r2, "mean_r2_all": cv.mean_r2_all,
                                  **{t: m["r2"] for t, m in cv.metrics.items()}})
-            inputs_cache[key] = (inputs, targets, cells, y, folds)
-        inputs, targets, cells, y, folds = inputs_cache[key]
+            inputs_cache[key] = (inputs, targets, cells, y, folds, base)
+        inputs, targets, cells, y, folds, base = inputs_cache[key]
         for ts in train_seeds:
             cfg.seed = ts
             start = time.perf_counter()
             result = train(inputs.x, inputs.cells, cfg, progress=False, groups=inputs.column_groups, present=inputs.presence)
             seconds = time.perf_counter() - start
+            values = result.embedding
+            if params.embedding == "code_ringconcat":  # as fuse registers it: [code | ringconcat features]
+                values = np.concatenate([values, base["ringconcat"].frame.to_numpy()], axis=1)
             for fs in fold_seeds:
-                cv = _score(result.embedding, inputs.region_ids, cells, y, folds[fs], targets.counts, fs)
+                cv = _score(values, inputs.region_ids, cells, y, folds[fs], targets.counts, fs)
                 rows.append({"candidate": name, "train_seed": ts, "fold_seed": fs, "mean_r2": cv.mean_r2,
                              "mean_r2_all": cv.mean_r2_all, "seconds": seconds, "best_epoch": result.best_epoch,
                              **{t: m["r2"] for t, m in cv.metrics.items()}})

@@ -607,8 +607,8 @@ def run_pipeline(p: PipelineParams) -> str:
 
             photos = BUNDLED_PHOTOS if BUNDLED_PHOTOS.is_file() else None
             run_concepts(ConceptsParams(name=DEFAULT_DATASET, photos=str(photos) if photos else None, bigearthnet=True))
-        r0 = run_stage0(Stage0Params(dataset=p.dataset, encoder=p.encoder, input_size=p.input_size, bands=p.bands, context=p.context,
-                                     trainable_blocks=p.trainable_blocks, location_encoder=p.location_encoder,
+        r0 = run_stage0(Stage0Params(dataset=p.dataset, encoder=p.encoder, input_size=p.input_size, bands=p.bands,
+                                     context=p.context, trainable_blocks=p.trainable_blocks, location_encoder=p.location_encoder,
                                      min_samples_per_cell=p.min_samples_per_cell, epochs=p.epochs0, seed=p.seed))
         r1 = run_stage1(Stage1Params(dataset=p.dataset, stage0=f"runs:/{r0}/model", epochs=p.epochs1,
                                      min_samples_per_cell=p.min_samples_per_cell, seed=p.seed))
