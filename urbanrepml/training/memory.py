@@ -2,9 +2,10 @@
 
 glibc serves allocations below its (dynamic, up to 32 MB) mmap threshold from
 the heap, and a heap freed in the middle cannot shrink: a full-batch backward
-pass, which frees and allocates many same-sized ``N x D`` buffers, then keeps
-its peak up to twice over; cone batches of varying sizes make the heap creep
-with every step. :func:`limit_heap_fragmentation` fixes the threshold at
+pass, which frees and allocates many same-sized ``N x D`` buffers, kept its peak
+up to twice over until the GCN blocks allocated their kept tensors up front
+(:mod:`urbanrepml.models.layers`); cone batches of varying sizes still make the
+heap creep with every step. :func:`limit_heap_fragmentation` fixes the threshold at
 ``threshold_bytes`` (default 64 KiB), so tensors and index arrays are mmapped and go
 back to the system when freed; the price is a page fault storm on every large
 allocation (about 2x slower full-batch epochs on CPU). The trainer applies it
