@@ -41,6 +41,9 @@ CANDIDATES: dict[str, dict] = {
     "members8": {"members": 8},
     "patience40": {"patience": 40},
     "code_ringconcat": {"embedding": "code_ringconcat"},
+    "maskcell03": {"mask_cell": 0.3},
+    "dropout0": {"dropout": 0.0},
+    "width192": {"hidden_dims": "192"},
 }
 
 
