@@ -43,7 +43,6 @@ CANDIDATES: dict[str, dict] = {
     "code_ringconcat": {"embedding": "code_ringconcat"},
     "maskcell03": {"mask_cell": 0.3},
     "dropout0": {"dropout": 0.0},
-    "width192": {"hidden_dims": "192"},
 }
 
 

@@ -234,7 +234,7 @@ def _bands(text: str) -> tuple[int, int, int] | None:
 def _backbone_from(ckpt0: dict):
     from urbanrepml.models.concept.backbone import SplitBackbone
 
-    bands = ckpt0.get("bands")
+    bands = ckpt0.get("bands")  # absent (as is context) from older stage-0 checkpoints
     b = SplitBackbone(ckpt0["encoder"], ckpt0["trainable_blocks"], ckpt0["input_size"],
                       bands=None if bands is None else tuple(bands), context=int(ckpt0.get("context", 0)))
     if b.weights_digest != ckpt0["weights_digest"]:
@@ -336,8 +336,7 @@ def run_stage0(p: Stage0Params) -> str:
         result = _fit(task, cfg, run.info.run_id)
         out = result.output
         ckpt = {"stage": 0, "dataset": name, "encoder": p.encoder, "input_size": backbone.input_size,
-                "bands": None if backbone.bands is None else list(backbone.bands), "context": backbone.context,
-                "trainable_blocks": p.trainable_blocks, "weights_digest": backbone.weights_digest,
+                **backbone.reading, "trainable_blocks": p.trainable_blocks, "weights_digest": backbone.weights_digest,
                 "hierarchy": data.hierarchy.to_dict(), "hierarchy_digest": data.hierarchy.digest,
                 "split_digest": data.split_digest, "config": asdict(cfg), "location_encoder": p.location_encoder,
                 "text_encoder": p.text_encoder, **out}
@@ -556,7 +555,7 @@ def run_stage2(p: Stage2Params) -> str:
                     "parents": list(data.hierarchy.parents), "centres": data.geocells.centres.tolist(),
                     "offset_scale": tasks[p.mode].offset_scale, "input_size": backbone.input_size,
                     "mean": list(backbone.mean), "std": list(backbone.std), "grid": backbone.grid,
-                    "bands": None if backbone.bands is None else list(backbone.bands), "context": backbone.context,
+                    **backbone.reading,
                     "split_digest": data.split_digest, "test_median_km": float(main["median_km"])}
             log_concept_model(meta, network=net_path, family=family.name)
         mlflow.log_metric("seconds", time.perf_counter() - start)

@@ -110,6 +110,11 @@ class SplitBackbone(nn.Module):
         self.embed_dim, self.num_tokens = pooled.shape[1], tokens.shape[1]
         self.grid = int(round(self.num_tokens ** 0.5))
 
+    @property
+    def reading(self) -> dict:
+        """How pixels are read (``bands``, ``context``), as plain values for a checkpoint or a pyfunc's meta."""
+        return {"bands": None if self.bands is None else list(self.bands), "context": self.context}
+
     def train(self, mode: bool = True):
         super().train(mode)
         self.stem.eval()
